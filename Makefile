@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Written after a successful install; rebuilt when the dependencies change.
+INSTALLED := $(VENV)/.installed
+SPEC ?= experiments/cnn/lenet5_digits.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install demo test ui benchmark clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "trainyard needs Python >= 3.11; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/trainyard run $(SPEC)
+	@echo "Browse the run: $(BIN)/trainyard ui   (MLflow UI on http://127.0.0.1:5000)"
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(INSTALLED)
+	$(BIN)/trainyard ui
+
+benchmark: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_training_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,27 @@
+"""trainyard: experiments described in YAML, trained with Lightning, tracked in MLflow.
+
+What a plugin author needs is importable from here:
+
+    from trainyard import BuildContext, Params, hookimpl, model, datamodule, environment, algorithm
+"""
+
+from trainyard.components import (
+    Algorithm,
+    BuildContext,
+    Component,
+    MetricSink,
+    RunReport,
+    algorithm,
+    datamodule,
+    environment,
+    model,
+)
+from trainyard.hookspecs import hookimpl
+from trainyard.params import Params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm", "BuildContext", "Component", "MetricSink", "Params", "RunReport",
+    "algorithm", "datamodule", "environment", "hookimpl", "model", "__version__",
+]

@@ -1,0 +1,248 @@
+"""The `trainyard` command.
+
+    trainyard run SPEC [--set KEY=VALUE ...]    train, test and record one experiment
+    trainyard validate SPEC [--set ...]         check a spec and its components, train nothing
+    trainyard plugins [--json]                  installed plugins and their components
+    trainyard plugins show NAME [--json]        one component's parameters
+    trainyard ui [--host H] [--port P]          the MLflow UI over the same store
+
+Exit status: 0 success, 1 the run failed, 2 bad input (one line per problem, no traceback),
+130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trainyard.errors import EXIT_BAD_INPUT, SpecError
+
+app = typer.Typer(name="trainyard", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Experiments described in YAML, trained with Lightning, tracked in MLflow.")
+plugins_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
+                          help="List installed plugins and their components.")
+app.add_typer(plugins_app, name="plugins")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="Experiment spec (YAML).", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", metavar="KEY=VALUE", help="Override a spec value, e.g. --set optimizer.lr=0.01 (repeatable).")]
+
+
+def bad_input(error: SpecError) -> typer.Exit:
+    for line in error.lines():
+        err.print(line, markup=False)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def load(spec: Path, overrides: list[str] | None):
+    from trainyard.validate import load_experiment
+
+    try:
+        return load_experiment(spec, overrides or [])
+    except SpecError as error:
+        raise bad_input(error) from None
+
+
+@app.command()
+def run(spec: SpecArg, set_: SetOpt = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or model summary.")] = False):
+    """Train, test and record one experiment as an MLflow run."""
+    experiment = load(spec, set_)
+    from trainyard.run import RunInterrupted, run_experiment
+
+    try:
+        result = run_experiment(experiment, quiet=quiet)
+    except SpecError as error:
+        raise bad_input(error.with_source(spec.name)) from None
+    except RunInterrupted as stop:
+        err.print(f"{experiment.spec.name}: interrupted ({stop}); the MLflow run is marked KILLED", markup=False)
+        raise typer.Exit(128 + stop.signum) from None
+    except Exception as error:  # noqa: BLE001 - a failed run: show the traceback, exit 1
+        import traceback
+
+        traceback.print_exception(error)
+        err.print(f"{experiment.spec.name}: FAILED: {type(error).__name__}: {error}; "
+                  "the MLflow run is marked FAILED with the traceback in error.txt", markup=False)
+        raise typer.Exit(1) from None
+    print_summary(experiment.spec.name, result)
+
+
+def print_summary(name: str, result) -> None:
+    from trainyard.tracking import DEFAULT_TRACKING_URI, resolve_uri
+
+    out.print(f"\n[bold]{name}[/bold]: {result.status} in {result.seconds:.1f} s")
+    if result.metrics:
+        out.print("  " + "   ".join(f"{key} {value:.4g}" for key, value in sorted(result.metrics.items())))
+    for note in result.notes:
+        out.print(f"  {note}", markup=False)
+    out.print(f"  run {result.run_id} (experiment {result.experiment_id}) in {result.tracking_uri}", markup=False)
+    if result.url:
+        out.print(f"  open {result.url}", markup=False)
+    else:
+        default = result.tracking_uri == resolve_uri(DEFAULT_TRACKING_URI)
+        hint = "" if default else f" --uri {result.tracking_uri}"
+        out.print(f"  open: trainyard ui{hint}   then http://127.0.0.1:5000/#/experiments/"
+                  f"{result.experiment_id}/runs/{result.run_id}", markup=False)
+
+
+@app.command()
+def validate(spec: SpecArg, set_: SetOpt = None):
+    """Check a spec and every component's params, and build the model, without training."""
+    experiment = load(spec, set_)
+    import tempfile
+
+    from trainyard.run import build, make_trainer
+
+    try:
+        built = build(experiment)
+        if built.model is not None:  # Trainer settings (accelerator, precision) are checked too
+            with tempfile.TemporaryDirectory() as tmp:
+                make_trainer(experiment, Path(tmp) / "checkpoints", quiet=True)
+    except SpecError as error:
+        raise bad_input(error.with_source(spec.name)) from None
+    parts = []
+    if built.model is not None:
+        size = sum(p.numel() for p in built.model.parameters())
+        parts.append(f"model {experiment.model.registered.name} ({size:,} parameters)")
+    parts += [f"{section} {resolved.registered.name}" for section, resolved in experiment.components.items()
+              if section != "model"]
+    out.print(f"{spec.name}: OK: {', '.join(parts)}", markup=False)
+
+
+@plugins_app.callback()
+def plugins(ctx: typer.Context,
+            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """List installed plugins, their versions and components (broken ones with the reason)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from trainyard.registry import get_registry
+
+    registry = get_registry()
+    if as_json:
+        rows = []
+        for info in registry.plugins.values():
+            by_kind: dict[str, list[str]] = {}
+            for name in info.components:
+                by_kind.setdefault(registry.find(name).kind, []).append(name)
+            rows.append({"name": info.name, "version": info.version, "module": info.module,
+                         "status": info.status, "reason": info.reason, "components": by_kind})
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("plugin", "version", "status", "components"):
+        table.add_column(column)
+    for info in registry.plugins.values():
+        detail = ", ".join(info.components) if info.status == "ok" else info.reason
+        table.add_row(info.name, info.version or "-", info.status, detail or "-")
+    if not registry.plugins:
+        out.print("no trainyard plugins are installed")
+        return
+    out.print(table)
+
+
+@plugins_app.command("show")
+def show(name: Annotated[str, typer.Argument(help="A component, e.g. cnn.resnet.")],
+         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """Show one component: what it is, the metrics it logs and its parameters."""
+    from trainyard.registry import UnknownComponent, get_registry
+
+    try:
+        registered = get_registry().find(name)
+    except UnknownComponent as error:
+        err.print(str(error), markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    component = registered.component
+    fields = component.params.model_fields
+    if as_json:
+        print(json.dumps({"name": registered.name, "kind": component.kind, "doc": component.doc,
+                          "metrics": list(component.metrics),
+                          "params": component.params.model_json_schema()}, indent=2))
+        return
+    out.print(f"[bold]{registered.name}[/bold] ({component.kind}): {component.doc}")
+    if component.metrics:
+        out.print(f"logs: {', '.join(component.metrics)}", markup=False)
+    if not fields:
+        out.print("no parameters")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("param", "type", "default", "description"):
+        table.add_column(column)
+    for field_name, info in fields.items():
+        default = info.get_default(call_default_factory=True)
+        table.add_row(field_name, type_text(info), json.dumps(_jsonable(default)), info.description or "")
+    out.print(table)
+
+
+def type_text(info) -> str:
+    """A field's type as a short Python annotation plus its bounds: 'float (>= 0, <= 1)'."""
+    bounds = []
+    for meta in info.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "len >=")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{symbol} {getattr(meta, attr)}")
+    text = _annotation(info.annotation)
+    return f"{text} ({', '.join(bounds)})" if bounds else text
+
+
+def _annotation(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_annotation(arg) for arg in args)
+    if origin is typing.Annotated:
+        return _annotation(args[0])
+    if origin is not None:
+        inner = ", ".join("..." if arg is Ellipsis else _annotation(arg) for arg in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@app.command()
+def ui(host: Annotated[str, typer.Option(help="Interface to bind. Anything but loopback exposes every run.")] = "127.0.0.1",
+       port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+       uri: Annotated[Optional[str], typer.Option(help="Tracking store (default: $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db).")] = None):
+    """Start the MLflow UI over the tracking store that `trainyard run` writes to."""
+    from trainyard.tracking import tracking_uri
+
+    store = tracking_uri(uri)
+    if store.startswith(("http://", "https://")):
+        out.print(f"runs are on a tracking server: open {store} in a browser", markup=False)
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: binding the MLflow UI to {host} exposes every run and artifact in {store} to the "
+                  "network, without authentication", markup=False)
+    command = ui_command(store, host, port)
+    out.print(f"MLflow UI for {store} on http://{host}:{port}  (Ctrl-C stops it)", markup=False)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
+def ui_command(store: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+            "--host", host, "--port", str(port), "--workers", "1"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,169 @@
+"""MLflow tracking: where runs go, and one run's life from creation to a truthful status.
+
+Layout of a trainyard run in MLflow:
+- params: every resolved spec value under its dotted key (`model.params.dropout`);
+- tags: `trainyard.version`, `trainyard.plugin.<name>.version`, `trainyard.model` /
+  `trainyard.data` / ..., `mlflow.source.git.commit` (of the spec's repository), `trainyard.spec`;
+- metrics: `train/...`, `val/...`, `test/...` as the components log them, sent by Lightning's
+  MLFlowLogger asynchronously and buffered (see BUFFER_SECONDS);
+- artifacts: `spec.yaml` (the resolved spec), `checkpoints/best.ckpt`, `model/` (mlflow.pytorch),
+  `reports/` (the family's plots), `error.txt` when the run failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import traceback
+from pathlib import Path
+from typing import Any
+
+from trainyard.errors import Problem, SpecError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# A synchronous log call into SQLite costs ~5 ms, longer than a small training step. Metrics go
+# through MLflow's async queue, which, with buffering, writes whatever arrived in the last
+# second as one batch instead of one write per logging call.
+BUFFER_SECONDS = "1"
+
+
+def tracking_uri(spec_uri: str | None = None) -> str:
+    """The spec's tracking.uri, else $MLFLOW_TRACKING_URI, else MLflow 3's own default."""
+    return resolve_uri(spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a relative SQLite path absolute (sqlite:///mlflow.db -> sqlite:////work/dir/mlflow.db).
+
+    MLflow caches its database engine by URI string, so a relative path would keep pointing at
+    the folder that was current when it was first used.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def configure_mlflow(uri: str) -> None:
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", BUFFER_SECONDS)
+    mlflow.set_tracking_uri(uri)
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, before any run exists, when the store cannot be reached."""
+    from mlflow import MlflowClient
+
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except requests.RequestException as error:
+            reason = str(error).splitlines()[0][:160]
+            raise SpecError([Problem("tracking.uri", f"cannot reach the tracking server {uri}: {reason}")]) from None
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any store error means the URI is unusable
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise SpecError([Problem("tracking.uri", f"cannot use the tracking store {uri}: {reason}")]) from None
+
+
+def git_tags(directory: Path) -> dict[str, str]:
+    """Commit (and whether the tree was dirty) of the git repository holding the spec file."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "trainyard.git_dirty": str(dirty).lower()}
+
+
+class TrackedRun:
+    """An MLflow run that trainyard owns: created after validation, ended with the true status.
+
+    Lightning's MLFlowLogger writes metrics into it, but never ends it (see `lightning_logger`).
+    """
+
+    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str], description: str = ""):
+        from mlflow import MlflowClient
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+
+        configure_mlflow(uri)
+        self.uri = uri
+        self.client = MlflowClient(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment)
+        elif found.lifecycle_stage == "deleted":
+            raise SpecError([Problem("tracking.experiment",
+                                     f"experiment {experiment!r} is deleted; restore it or choose another name")])
+        else:
+            self.experiment_id = found.experiment_id
+        extra = {MLFLOW_RUN_NAME: run_name} | ({MLFLOW_RUN_NOTE: description} if description else {})
+        # resolve_tags adds MLflow's context tags (user, source), as mlflow.start_run would.
+        run = self.client.create_run(self.experiment_id, tags=resolve_tags(tags | extra), run_name=run_name)
+        self.run_id = run.info.run_id
+        self.ended = False
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+
+    def flush(self) -> None:
+        import mlflow
+
+        mlflow.flush_async_logging()
+
+    def end(self, status: str, error: BaseException | None = None) -> None:
+        """Flush pending metrics and set the final status: FINISHED, FAILED or KILLED."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.flush()
+        finally:
+            if error is not None and status == "FAILED":
+                message = f"{type(error).__name__}: {error}".strip()
+                self.set_tags({"trainyard.error": message.splitlines()[0][:500]})
+                self.log_text("".join(traceback.format_exception(error)), "error.txt")
+            self.client.set_terminated(self.run_id, status)
+
+    def lightning_logger(self):
+        """Lightning's MLFlowLogger, writing into this run asynchronously, never ending it."""
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        class RunOwnedMLFlowLogger(MLFlowLogger):
+            # Lightning ends the run in finalize() after fit, as FINISHED (or FAILED on Ctrl-C),
+            # before testing and model logging happen; trainyard ends it itself, truthfully.
+            def finalize(self, status: str = "success") -> None:
+                return None
+
+        return RunOwnedMLFlowLogger(tracking_uri=self.uri, run_id=self.run_id, synchronous=False)
+
+    def ui_url(self) -> str | None:
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return None

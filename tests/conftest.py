@@ -1,0 +1,57 @@
+"""Shared fixtures: an isolated working folder per test, and the test plugins installed with pip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from trainyard.registry import reset_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPERIMENTS = ROOT / "experiments"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test runs in its own folder (so sqlite:///mlflow.db lands there), with all plugins."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("TRAINYARD_PLUGINS", raising=False)
+    reset_registry()
+    yield tmp_path
+    reset_registry()
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """The out-of-tree test plugins, installed by pip into a folder: real distributions with
+    real entry points. Shared by pytest-xdist workers."""
+    shared = tmp_path_factory.getbasetemp().parent
+    target = shared / "plugin-site"
+    with FileLock(str(shared / "plugin-site.lock")):
+        if not (target / ".installed").exists():
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                 "--no-index", "--target", str(target),
+                 str(FIXTURES / "example_plugin"), str(FIXTURES / "broken_plugin")],
+                check=True,
+            )
+            (target / ".installed").touch()
+    return target
+
+
+@pytest.fixture
+def use_plugins(plugin_site, monkeypatch):
+    """Make the installed test plugins importable and allow only the named ones."""
+
+    def use(*names: str) -> None:
+        monkeypatch.syspath_prepend(str(plugin_site))
+        monkeypatch.setenv("TRAINYARD_PLUGINS", ",".join(names))
+        reset_registry()
+
+    return use

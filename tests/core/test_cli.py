@@ -1,0 +1,78 @@
+"""The command line: validate, run's summary, ui."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from helpers import free_port, subprocess_env, trainyard_command, wait_for_http
+from trainyard import cli
+from trainyard.cli import app
+
+SPEC = """\
+name: cli-test
+model: {name: cnn.lenet5}
+data: {name: cnn.digits}
+trainer: {max_epochs: 1, progress_bar: false}
+"""
+
+
+def test_validate_builds_the_model_and_reports_its_size(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    result = CliRunner().invoke(app, ["validate", "spec.yaml", "--set", "model.params.hidden=[32]"])
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip()
+    assert line.startswith("spec.yaml: OK: model cnn.lenet5 (") and line.endswith("parameters), data cnn.digits")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_run_prints_a_compact_summary(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    result = CliRunner().invoke(app, ["run", "-q", "spec.yaml"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()[-4:]
+    assert lines[0].startswith("cli-test: FINISHED in ")
+    assert "test/acc" in lines[1] and "test/loss" in lines[1]
+    assert lines[2].startswith("  run ") and lines[2].endswith(f"in sqlite:///{tmp_path / 'mlflow.db'}")
+    assert lines[3].startswith("  open: trainyard ui   then http://127.0.0.1:5000/#/experiments/")
+
+
+def test_ui_binds_loopback_by_default_and_warns_otherwise(monkeypatch):
+    started = []
+    monkeypatch.setattr(cli.os, "execv", lambda path, args: started.append(args))
+    result = CliRunner().invoke(app, ["ui"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert started[-1][started[-1].index("--host") + 1] == "127.0.0.1"
+    assert started[-1][started[-1].index("--backend-store-uri") + 1] == "sqlite:///mlflow.db"
+
+    result = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0"])
+    assert result.stderr.startswith("warning: binding the MLflow UI to 0.0.0.0 exposes every run")
+    assert started[-1][started[-1].index("--host") + 1] == "0.0.0.0"
+
+
+def test_ui_for_a_tracking_server_just_points_there(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    result = CliRunner().invoke(app, ["ui"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == "runs are on a tracking server: open http://mlflow.internal:5000 in a browser"
+
+
+@pytest.mark.slow
+def test_ui_serves_the_runs_of_the_default_store(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    assert CliRunner().invoke(app, ["run", "-q", "spec.yaml"]).exit_code == 0
+    port = free_port()
+    server = subprocess.Popen([*trainyard_command(), "ui", "--port", str(port)], env=subprocess_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health", process=server)
+        found = requests.post(f"{base}/ajax-api/2.0/mlflow/runs/search", json={"experiment_ids": ["1"]}, timeout=10)
+        [run] = found.json()["runs"]
+        assert run["info"]["run_name"] == "cli-test" and run["info"]["status"] == "FINISHED"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,47 @@
+"""Helpers for tests that run the `trainyard` command in a child process or need a server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+
+def subprocess_env(plugin_site: Path | None = None, plugins: str | None = None) -> dict[str, str]:
+    """Environment for running the `trainyard` command in a child process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TRAINYARD_PLUGINS")}
+    if plugin_site is not None:
+        env["PYTHONPATH"] = str(plugin_site)
+    if plugins is not None:
+        env["TRAINYARD_PLUGINS"] = plugins
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def trainyard_command() -> list[str]:
+    return [str(Path(sys.executable).with_name("trainyard"))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 60.0, process=None) -> None:
+    """Poll until `url` answers 200, failing early if `process` has exited."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
