@@ -45,8 +45,19 @@ class SpecError(Exception):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest candidate, or '' when nothing is close."""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    """' (did you mean 'x'?)' for the closest candidate, or '' when nothing is close.
+
+    Dotted keys are compared by their last part among keys with the same parent, so that a
+    shared prefix ('model.params.') does not make unrelated names look alike.
+    """
+    candidates = list(candidates)
+    parent, _, leaf = word.rpartition(".")
+    if parent:
+        siblings = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == parent}
+        if siblings:
+            close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+            return f" (did you mean {siblings[close[0]]!r}?)" if close else ""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -118,6 +129,15 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
         elif isinstance(part, str) and isinstance(node.get("additionalProperties"), dict):
             parent, node = node, node["additionalProperties"]
             path.append(part)
+        elif (member := _member_with(node, part, defs)) is not None:
+            # An optional section (`Section | None`): continue in the member that has the key.
+            node = member
+            properties = node.get("properties", {})
+            if part in properties:
+                parent, node = node, properties[part]
+            elif isinstance(node.get("additionalProperties"), dict):
+                parent, node = node, node["additionalProperties"]
+            path.append(part)
         elif "anyOf" in node or "oneOf" in node:
             # A union member tag: stay on the union itself so one message covers all members.
             continue
@@ -125,6 +145,17 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
             parent, node = node, None
             path.append(part)
     return path, node, parent
+
+
+def _member_with(node: dict, part: str | int, defs: dict) -> dict | None:
+    """The member of a union that has `part` as a property (or takes any keys), if any."""
+    if not isinstance(part, str):
+        return None
+    for option in node.get("anyOf", node.get("oneOf", [])):
+        option = _resolve(option, defs)
+        if part in option.get("properties", {}) or isinstance(option.get("additionalProperties"), dict):
+            return option
+    return None
 
 
 def _message(items: list[tuple[dict, dict | None, dict | None]], defs: dict) -> str:

@@ -132,8 +132,11 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
         return Trainer(
             max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
             gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm=t.gradient_clip_algorithm,
-            accumulate_grad_batches=t.accumulate_grad_batches, limit_train_batches=t.limit_train_batches,
-            limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
+            accumulate_grad_batches=t.accumulate_grad_batches,
+            # None (Lightning's default) rather than 1.0: Lightning announces explicit full limits.
+            limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,
+            limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,
+            log_every_n_steps=t.log_every_n_steps,
             deterministic=t.deterministic, enable_progress_bar=t.progress_bar and not quiet,
             enable_model_summary=not quiet, enable_checkpointing=t.checkpoint is not None,
             callbacks=all_callbacks, logger=False, default_root_dir=checkpoint_dir.parent)
@@ -229,17 +232,17 @@ def _log_model(tracked: TrackedRun, model) -> None:
         # A batch of 2, so the exported batch dimension stays dynamic (size 1 is specialised).
         batch = example[:1].expand(2, *example.shape[1:]).contiguous().cpu().numpy()
         try:
-            mlflow.pytorch.log_model(model, name="model", run_id=tracked.run_id, input_example=batch,
-                                     pip_requirements=requirements, serialization_format="pt2")
-            tracked.set_tags({"trainyard.model_format": "pt2"})
+            info = mlflow.pytorch.log_model(model, name="model", run_id=tracked.run_id, input_example=batch,
+                                            pip_requirements=requirements, serialization_format="pt2")
+            tracked.set_tags({"trainyard.model_format": "pt2", "trainyard.model_uri": info.model_uri})
             return
         except Exception as error:  # noqa: BLE001 - export is best effort; pickling still works
             reason = f"pickle (torch.export failed: {str(error).strip().splitlines()[0][:200]})"
     else:
         reason = "pickle (the model has no example_input_array)"
-    mlflow.pytorch.log_model(model, name="model", run_id=tracked.run_id, pip_requirements=requirements,
-                             serialization_format="pickle")
-    tracked.set_tags({"trainyard.model_format": reason})
+    info = mlflow.pytorch.log_model(model, name="model", run_id=tracked.run_id, pip_requirements=requirements,
+                                    serialization_format="pickle")
+    tracked.set_tags({"trainyard.model_format": reason, "trainyard.model_uri": info.model_uri})
 
 
 class _Sink:
@@ -326,10 +329,10 @@ def _ignore_signals() -> None:
 
 def _quiet_lightning_chatter(quiet: bool) -> None:
     # Single-process CPU data loading from memory is deliberate; Lightning's advice to add
-    # workers is noise here. Real problems still warn.
+    # workers is noise here, as is a deprecation inside Lightning itself. Real problems still warn.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
-    if quiet:
-        for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
-                     "lightning_fabric.utilities.seed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # Lightning's info lines (available devices, tips, checkpoint restores) repeat what the
+    # run summary says; its progress bar and model summary stay unless quiet.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)

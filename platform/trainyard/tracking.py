@@ -105,6 +105,10 @@ class TrackedRun:
                                      f"experiment {experiment!r} is deleted; restore it or choose another name")])
         else:
             self.experiment_id = found.experiment_id
+        # mlflow.pytorch.log_model files the model under the process's active experiment.
+        import mlflow
+
+        mlflow.set_experiment(experiment_id=self.experiment_id)
         extra = {MLFLOW_RUN_NAME: run_name} | ({MLFLOW_RUN_NOTE: description} if description else {})
         # resolve_tags adds MLflow's context tags (user, source), as mlflow.start_run would.
         run = self.client.create_run(self.experiment_id, tags=resolve_tags(tags | extra), run_name=run_name)

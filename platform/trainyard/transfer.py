@@ -57,6 +57,10 @@ def fetch_checkpoint(source: str, tracking_uri: str, workdir: Path) -> Path:
     else:
         raise fail(f"{source!r} is neither a checkpoint file, an MLflow run id nor a runs:/ URI")
 
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        # Opening a missing SQLite store would create it: validation must write nothing.
+        raise fail(f"cannot fetch run {run_id}: there is no tracking store at {tracking_uri}")
+
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -26,9 +26,9 @@ class ImageClassifier(LightningModule):
         self.net = net
         self.class_names = tuple(class_names)
         num_classes = len(class_names)
-        self.train_acc = MulticlassAccuracy(num_classes)
-        self.val_acc = MulticlassAccuracy(num_classes)
-        self.test_acc = MulticlassAccuracy(num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         # Lightning's hook for a sample input; trainyard also uses it for the MLflow model signature.
         self.example_input_array = torch.zeros(1, *input_shape)

@@ -74,8 +74,10 @@ class ImageDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # Augment whole batches on the device, and only while training.
-        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+        # Augment whole (images, labels) batches on the device, and only while training. (Lightning
+        # also sends the model's example input through here, alone, for its model summary.)
+        training = self.trainer is not None and self.trainer.training
+        if self.augmentation is not None and training and isinstance(batch, (list, tuple)):
             images, labels = batch
             batch = (self.augmentation(images), labels)
         return batch

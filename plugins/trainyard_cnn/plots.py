@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
 
 from trainyard_cnn.classifier import ImageClassifier
 
@@ -27,7 +28,8 @@ def confusion_matrix_png(model: ImageClassifier, path: Path) -> Path:
     size = max(4.0, 0.45 * len(model.class_names) + 2)
     figure = Figure(figsize=(size, size))
     ax = figure.subplots()
-    model.test_confusion.plot(ax=ax, labels=list(model.class_names))
+    matrix = model.test_confusion.compute().cpu().numpy()
+    ConfusionMatrixDisplay(matrix, display_labels=list(model.class_names)).plot(ax=ax, colorbar=False)
     ax.set_title(f"Confusion matrix (test accuracy {_accuracy(model):.3f})")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -40,13 +40,13 @@ def test_run_prints_a_compact_summary(tmp_path):
     assert lines[3].startswith("  open: trainyard ui   then http://127.0.0.1:5000/#/experiments/")
 
 
-def test_ui_binds_loopback_by_default_and_warns_otherwise(monkeypatch):
+def test_ui_binds_loopback_by_default_and_warns_otherwise(monkeypatch, tmp_path):
     started = []
     monkeypatch.setattr(cli.os, "execv", lambda path, args: started.append(args))
     result = CliRunner().invoke(app, ["ui"])
     assert result.exit_code == 0 and result.stderr == ""
     assert started[-1][started[-1].index("--host") + 1] == "127.0.0.1"
-    assert started[-1][started[-1].index("--backend-store-uri") + 1] == "sqlite:///mlflow.db"
+    assert started[-1][started[-1].index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     result = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0"])
     assert result.stderr.startswith("warning: binding the MLflow UI to 0.0.0.0 exposes every run")

@@ -75,6 +75,8 @@ def test_empty_allow_list_loads_no_plugin(use_plugins):
     assert {info.status for info in registry.plugins.values()} == {"disabled"}
     assert all(not registry.names(kind) for kind in ("model", "datamodule", "environment", "algorithm"))
     with pytest.raises(UnknownComponent, match="no models are registered"):
+        registry.get("model", "mine.net")
+    with pytest.raises(UnknownComponent, match="comes from plugin 'cnn', which TRAINYARD_PLUGINS does not allow"):
         registry.get("model", "cnn.lenet5")
 
 
@@ -126,7 +128,10 @@ def test_hook_make_run_reports(use_plugins, tmp_path):
     assert (tmp_path / "example_report.txt").read_text() == "final metrics: ['test/mean_reward']\n"
 
 
-def test_plugins_show_prints_types_defaults_and_docs():
+def test_plugins_show_prints_types_defaults_and_docs(monkeypatch):
+    from trainyard import cli
+
+    monkeypatch.setattr(cli.out, "width", 200)  # one table row per line
     result = CliRunner().invoke(app, ["plugins", "show", "cnn.resnet"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("cnn.resnet (model): ResNet with basic blocks")

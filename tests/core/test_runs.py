@@ -117,11 +117,14 @@ def test_run_is_recorded_completely(tmp_path):
     state = torch.load(local, weights_only=True, map_location="cpu")["state_dict"]
     assert any(key.startswith("net.features") for key in state)
 
-    png = tmp_path / "cm.png"
-    client.download_artifacts(run.info.run_id, "reports/confusion_matrix.png", str(tmp_path))
-    assert (tmp_path / "reports" / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    del png
+    for plot in ("confusion_matrix", "misclassified"):
+        png = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=f"reports/{plot}.png",
+                                                  dst_path=str(tmp_path / "dl"))
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
+    [output] = run.outputs.model_outputs
+    assert tags["trainyard.model_uri"] == f"models:/{output.model_id}"
+    assert mlflow.get_logged_model(output.model_id).experiment_id == run.info.experiment_id
     loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     images = torch.rand(5, 1, 8, 8)
     assert loaded(images).shape == (5, 10)
