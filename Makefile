@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # Written after a successful install; rebuilt when the dependencies change.
 INSTALLED := $(VENV)/.installed
 SPEC ?= experiments/cnn/lenet5_digits.yaml
-PYTEST_ARGS ?=
+# One pytest worker per core (pytest-xdist); PYTEST_ARGS="-n 0 -k name" for a single test.
+PYTEST_ARGS ?= -n auto
 
 .PHONY: install demo test ui benchmark clean
 

@@ -11,9 +11,7 @@ from filelock import FileLock
 
 from trainyard.registry import reset_registry
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-EXPERIMENTS = ROOT / "experiments"
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
 
 def subprocess_env(plugin_site: Path | None = None, plugins: str | None = None) -> dict[str, str]:
     """Environment for running the `trainyard` command in a child process."""

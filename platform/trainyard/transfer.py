@@ -12,7 +12,6 @@ head sized for other classes) keep their fresh initialisation, and the report sa
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 

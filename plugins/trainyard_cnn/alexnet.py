@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from trainyard import Params
-from trainyard_cnn.blocks import ConvBlock, FeatureShape, pool_layer, spatial_dims
+from trainyard_cnn.blocks import ConvBlock, FeatureShape, init_for_relu, pool_layer, spatial_dims
 
 
 class AlexNetParams(Params):
@@ -71,6 +71,7 @@ class AlexNet(nn.Module):
             width = units
         head.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*head)
+        init_for_relu(self)
 
     def forward(self, x):
         return self.classifier(self.features(x))  # (B, C, *spatial) -> (B, num_classes)

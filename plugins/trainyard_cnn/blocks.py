@@ -120,6 +120,18 @@ class ConvBlock(nn.Sequential):
         )
 
 
+def init_for_relu(module: nn.Module) -> None:
+    """He (Kaiming) initialisation for a ReLU network: weights with variance 2/fan_in keep the
+    signal's scale from layer to layer. PyTorch's default shrinks it a little at each layer,
+    enough that a deep ReLU stack without batch norm starts out predicting the same thing for
+    every input and barely learns."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 def spatial_dims(input_shape: tuple[int, ...]) -> int:
     """2 for (C, H, W) images, 3 for (C, D, H, W) volumes."""
     dims = len(input_shape) - 1

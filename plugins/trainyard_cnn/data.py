@@ -53,8 +53,7 @@ class ImageDataModule(LightningDataModule):
             return
         arrays = self.load()
         images, labels = arrays["train"]
-        train, val = train_test_split(np.arange(len(labels)), test_size=self.params.val_fraction,
-                                      stratify=labels, random_state=self.params.split_seed)
+        train, val = _split(labels, self.params.val_fraction, self.params.split_seed)
         self.splits = {"train": _tensors(images[train], labels[train]),
                        "val": _tensors(images[val], labels[val]),
                        "test": _tensors(*arrays["test"])}
@@ -88,8 +87,18 @@ def _tensors(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
                          torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)))
 
 
+def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a (rest, held-out) split, stratified by class when every class can be
+    represented on both sides (small subsets, e.g. with `limit`, may not allow it)."""
+    counts = np.bincount(labels)
+    held_out = int(np.ceil(fraction * len(labels)))
+    classes = int((counts > 0).sum())
+    stratify = labels if counts[counts > 0].min() >= 2 and classes <= min(held_out, len(labels) - held_out) else None
+    return train_test_split(np.arange(len(labels)), test_size=fraction, stratify=stratify, random_state=seed)
+
+
 def _split_test(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> dict[str, Arrays]:
-    train, test = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
+    train, test = _split(labels, fraction, seed)
     return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}
 
 
@@ -206,7 +215,7 @@ class CIFAR10(ImageDataModule):
 
 class VolumesParams(ImageDataParams):
     num_samples: int = Field(600, ge=30, description="Volumes to generate (balanced over the classes).")
-    size: int = Field(16, ge=8, le=64, description="Edge length of each cubic volume, in voxels.")
+    size: int = Field(16, ge=12, le=64, description="Edge length of each cubic volume, in voxels.")
     noise: float = Field(0.1, ge=0, description="Standard deviation of the Gaussian noise added to each voxel.")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Part of the volumes held out for testing.")
 

@@ -189,11 +189,12 @@ def make_volumes(num_samples: int, size: int = 16, noise: float = 0.1, seed: int
     """Noisy volumes (N, 1, size, size, size) float32, each holding one solid shape, and labels (N,).
 
     Classes (VOLUME_CLASSES): a ball, an axis-aligned cube, a cylinder along a random axis.
-    Radius or half-side is drawn between size/6 and size/3, and the centre keeps the shape inside.
+    Radius or half-side is drawn between size/5 and size/3, and the centre keeps the shape inside.
     """
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_samples) % len(VOLUME_CLASSES)).astype(np.int64)
-    radius = rng.uniform(size / 6, size / 3, num_samples)
+    # At least size/5: a smaller disc, voxelised, can fill a whole square and pass for a cube.
+    radius = rng.uniform(size / 5, size / 3, num_samples)
     centre = rng.uniform(radius[:, None], size - 1 - radius[:, None], (num_samples, 3))
     axis = rng.integers(0, 3, num_samples)
 

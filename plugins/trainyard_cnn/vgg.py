@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from trainyard import Params
-from trainyard_cnn.blocks import ConvBlock, FeatureShape, pool_layer, spatial_dims
+from trainyard_cnn.blocks import ConvBlock, FeatureShape, init_for_relu, pool_layer, spatial_dims
 
 
 class VGGParams(Params):
@@ -50,6 +50,7 @@ class VGG(nn.Module):
             size = units
         head.append(nn.Linear(size, num_classes))
         self.classifier = nn.Sequential(*head)
+        init_for_relu(self)
 
     def forward(self, x):
         return self.classifier(self.features(x))  # (B, C, *spatial) -> (B, num_classes)
