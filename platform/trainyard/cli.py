@@ -23,6 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from trainyard.errors import EXIT_BAD_INPUT, SpecError
 
@@ -146,7 +147,7 @@ def plugins(ctx: typer.Context,
         table.add_column(column)
     for info in registry.plugins.values():
         detail = ", ".join(info.components) if info.status == "ok" else info.reason
-        table.add_row(info.name, info.version or "-", info.status, detail or "-")
+        table.add_row(*map(Text, (info.name, info.version or "-", info.status, detail or "-")))
     if not registry.plugins:
         out.print("no trainyard plugins are installed")
         return
@@ -180,10 +181,22 @@ def show(name: Annotated[str, typer.Argument(help="A component, e.g. cnn.resnet.
     table = Table(box=None, pad_edge=False)
     for column in ("param", "type", "default", "description"):
         table.add_column(column)
-    for field_name, info in fields.items():
+    for field_name, info in param_rows(component.params):
         default = info.get_default(call_default_factory=True)
-        table.add_row(field_name, type_text(info), json.dumps(_jsonable(default)), info.description or "")
+        cells = (field_name, type_text(info), json.dumps(_jsonable(default)), info.description or "")
+        table.add_row(*map(Text, cells))  # plain text: '[int, int]' is not rich markup
     out.print(table)
+
+
+def param_rows(params, prefix: str = ""):
+    """(dotted name, field) for every parameter; nested parameter groups are expanded."""
+    from pydantic import BaseModel
+
+    for name, info in params.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            yield from param_rows(info.annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", info
 
 
 def type_text(info) -> str:

@@ -115,6 +115,7 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+    _quiet_lightning_chatter()
     spec = experiment.spec
     t = spec.trainer
     all_callbacks = list(callbacks)
@@ -149,7 +150,6 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (), qui
     """Build, train, test and record an experiment. Raises SpecError before any run exists on
     bad input, RunInterrupted on SIGINT/SIGTERM (run KILLED), and the error itself on failure
     (run FAILED)."""
-    _quiet_lightning_chatter(quiet)
     spec = experiment.spec
     uri = tracking_uri(spec.tracking.uri)
     started = time.perf_counter()
@@ -327,7 +327,7 @@ def _ignore_signals() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _quiet_lightning_chatter(quiet: bool) -> None:
+def _quiet_lightning_chatter() -> None:
     # Single-process CPU data loading from memory is deliberate; Lightning's advice to add
     # workers is noise here, as is a deprecation inside Lightning itself. Real problems still warn.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -153,11 +153,13 @@ def test_plugins_show_json_and_unknown_name():
 
 
 def test_every_builtin_param_is_typed_and_documented():
+    from trainyard.cli import param_rows
+
     registry = get_registry()
     for kind in ("model", "datamodule"):
         for name in registry.names(kind):
             params = registry.get(kind, name).component.params
-            for field_name, info in params.model_fields.items():
+            for field_name, info in param_rows(params):
                 assert info.description, f"{name}: {field_name} has no description"
                 assert info.annotation is not None
             params()  # the defaults are valid
