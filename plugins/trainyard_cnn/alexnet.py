@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from trainyard import Params
-from trainyard_cnn.blocks import ConvBlock, FeatureShape, init_for_relu, pool_layer, spatial_dims
+from trainyard_cnn.blocks import ConvBlock, FeatureShape, classifier_head, init_for_relu, pool_layer, spatial_dims
 
 
 class AlexNetParams(Params):
@@ -32,7 +32,7 @@ class AlexNetParams(Params):
     pool_kernel: int = Field(2, ge=1, description="Max-pooling window (3, with stride 2, in the original).")
     pool_stride: int | None = Field(None, ge=1, description="Max-pooling stride (default: the window).")
     hidden: tuple[int, ...] = Field((4096, 4096), description="Fully connected layers, before scaling by width.")
-    dropout: float = Field(0.5, ge=0, le=1, description="Dropout before each fully connected layer.")
+    dropout: float = Field(0.5, ge=0, le=1, description="Dropout after each hidden fully connected layer.")
     batch_norm: bool = Field(False, description="Batch normalisation after each convolution.")
 
     @model_validator(mode="after")
@@ -64,13 +64,8 @@ class AlexNet(nn.Module):
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
 
-        head: list[nn.Module] = [nn.Flatten()]  # (B, C, *spatial) -> (B, C * prod(spatial))
-        width = shape.numel
-        for units in (max(1, round(u * params.width)) for u in params.hidden):
-            head += [nn.Dropout(params.dropout), nn.Linear(width, units), nn.ReLU()]
-            width = units
-        head.append(nn.Linear(width, num_classes))
-        self.classifier = nn.Sequential(*head)
+        hidden = tuple(max(1, round(units * params.width)) for units in params.hidden)
+        self.classifier = classifier_head(shape.numel, hidden, num_classes, "relu", params.dropout)
         init_for_relu(self)
 
     def forward(self, x):

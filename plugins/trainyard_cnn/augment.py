@@ -43,30 +43,28 @@ class GaussianNoise(nn.Module):
         return x + self.std * torch.randn_like(x)
 
 
+# kornia's transforms for 2-D images and for 3-D volumes: (affine, crop, left-right, upside-down)
+TRANSFORMS = {
+    2: (K.RandomAffine, K.RandomCrop, K.RandomHorizontalFlip, K.RandomVerticalFlip),
+    3: (K.RandomAffine3D, K.RandomCrop3D, K.RandomHorizontalFlip3D, K.RandomVerticalFlip3D),
+}
+
+
 def build_augmentation(params: AugmentParams, input_shape: tuple[int, ...]) -> nn.Module | None:
     """The transform pipeline for images of `input_shape` (C, H, W) or (C, D, H, W), or None."""
     if not params.enabled:
         return None
-    spatial = input_shape[1:]
+    spatial = tuple(input_shape[1:])
+    affine, crop, hflip, vflip = TRANSFORMS[len(spatial)]
     steps: list[nn.Module] = []
-    if len(spatial) == 2:
-        if params.shift or params.rotate:
-            steps.append(K.RandomAffine(degrees=params.rotate, translate=(params.shift, params.shift), p=1.0))
-        if params.crop_padding:
-            steps.append(K.RandomCrop(tuple(spatial), padding=params.crop_padding, p=1.0))
-        if params.hflip:
-            steps.append(K.RandomHorizontalFlip())
-        if params.vflip:
-            steps.append(K.RandomVerticalFlip())
-    else:
-        if params.shift or params.rotate:
-            steps.append(K.RandomAffine3D(degrees=params.rotate, translate=(params.shift,) * 3, p=1.0))
-        if params.crop_padding:
-            steps.append(K.RandomCrop3D(tuple(spatial), padding=params.crop_padding, p=1.0))
-        if params.hflip:
-            steps.append(K.RandomHorizontalFlip3D())
-        if params.vflip:
-            steps.append(K.RandomVerticalFlip3D())
+    if params.shift or params.rotate:
+        steps.append(affine(degrees=params.rotate, translate=(params.shift,) * len(spatial), p=1.0))
+    if params.crop_padding:
+        steps.append(crop(spatial, padding=params.crop_padding, p=1.0))
+    if params.hflip:
+        steps.append(hflip())
+    if params.vflip:
+        steps.append(vflip())
     if params.noise:
         steps.append(GaussianNoise(params.noise))
     return nn.Sequential(*steps)

@@ -120,6 +120,19 @@ class ConvBlock(nn.Sequential):
         )
 
 
+def classifier_head(in_features: int, hidden: tuple[int, ...], num_classes: int,
+                    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu", dropout: float = 0.0) -> nn.Sequential:
+    """Flatten, then fully connected layers (each followed by the activation and dropout), then
+    the output layer: (B, C, *spatial) -> (B, num_classes). `in_features` comes from FeatureShape."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for units in hidden:
+        layers += [nn.Linear(width, units), activation_layer(activation), nn.Dropout(dropout)]
+        width = units
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
 def init_for_relu(module: nn.Module) -> None:
     """He (Kaiming) initialisation for a ReLU network: weights with variance 2/fan_in keep the
     signal's scale from layer to layer. PyTorch's default shrinks it a little at each layer,

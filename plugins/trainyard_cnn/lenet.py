@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from trainyard import Params
-from trainyard_cnn.blocks import ConvBlock, FeatureShape, Padding, activation_layer, pool_layer, spatial_dims
+from trainyard_cnn.blocks import ConvBlock, FeatureShape, Padding, classifier_head, pool_layer, spatial_dims
 
 
 class LeNet5Params(Params):
@@ -55,13 +55,8 @@ class LeNet5(nn.Module):
         shape = shape.conv(c1, k, padding=pad).check(input_shape, "C1").pool(2).check(input_shape, "S2")
         shape = shape.conv(c3, k, padding=pad).check(input_shape, "C3").pool(2).check(input_shape, "S4")
 
-        layers: list[nn.Module] = [nn.Flatten()]  # (B, C3, *spatial) -> (B, C3 * prod(spatial))
-        width = shape.numel
-        for units in params.hidden:
-            layers += [nn.Linear(width, units), activation_layer(params.activation), nn.Dropout(params.dropout)]
-            width = units
-        layers.append(nn.Linear(width, num_classes))
-        self.classifier = nn.Sequential(*layers)
+        # C5 and F6, then the output: (B, C3, *spatial) -> (B, num_classes)
+        self.classifier = classifier_head(shape.numel, params.hidden, num_classes, params.activation, params.dropout)
 
     def forward(self, x):
         return self.classifier(self.features(x))  # (B, C, *spatial) -> (B, num_classes)

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from trainyard import Params
-from trainyard_cnn.blocks import ConvBlock, FeatureShape, init_for_relu, pool_layer, spatial_dims
+from trainyard_cnn.blocks import ConvBlock, FeatureShape, classifier_head, init_for_relu, pool_layer, spatial_dims
 
 
 class VGGParams(Params):
@@ -43,13 +43,7 @@ class VGG(nn.Module):
             shape = shape.conv(width, 3).pool(2).check(input_shape, f"pooling stage {stage + 1}")
         self.features = nn.Sequential(*layers)
 
-        head: list[nn.Module] = [nn.Flatten()]
-        size = shape.numel
-        for units in params.hidden:
-            head += [nn.Linear(size, units), nn.ReLU(), nn.Dropout(params.dropout)]
-            size = units
-        head.append(nn.Linear(size, num_classes))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = classifier_head(shape.numel, params.hidden, num_classes, "relu", params.dropout)
         init_for_relu(self)
 
     def forward(self, x):
