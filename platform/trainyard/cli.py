@@ -78,7 +78,8 @@ def run(spec: SpecArg, set_: SetOpt = None,
         err.print(f"{experiment.spec.name}: FAILED: {type(error).__name__}: {error}; "
                   "the MLflow run is marked FAILED with the traceback in error.txt", markup=False)
         raise typer.Exit(1) from None
-    print_summary(experiment.spec.name, result)
+    if result is not None:  # None: an extra process of multi-device training
+        print_summary(experiment.spec.name, result)
 
 
 def print_summary(name: str, result) -> None:

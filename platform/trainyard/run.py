@@ -11,6 +11,7 @@ The run then always ends with a true status: FINISHED, FAILED (error recorded) o
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import tempfile
 import time
@@ -27,7 +28,7 @@ import trainyard
 from trainyard.components import BuildContext, RunReport
 from trainyard.errors import Problem, SpecError
 from trainyard.registry import get_registry
-from trainyard.tracking import TrackedRun, check_reachable, git_tags, tracking_uri
+from trainyard.tracking import TrackedRun, check_reachable, git_tags, lightning_logger, tracking_uri
 from trainyard.validate import Experiment
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,17 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
         raise SpecError([Problem("trainer", str(error).strip().splitlines()[0])]) from None
 
 
-def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (), quiet: bool = False) -> RunResult:
+def launched_as_rank_zero() -> bool:
+    """False in the processes a distributed launcher starts for devices and nodes after the first."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
+                   quiet: bool = False) -> RunResult | None:
     """Build, train, test and record an experiment. Raises SpecError before any run exists on
     bad input, RunInterrupted on SIGINT/SIGTERM (run KILLED), and the error itself on failure
-    (run FAILED)."""
+    (run FAILED). Returns None in the extra processes of multi-device training, which record
+    nothing."""
     spec = experiment.spec
     uri = tracking_uri(spec.tracking.uri)
     started = time.perf_counter()
@@ -157,10 +165,18 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (), qui
         workdir = Path(tmp)
         built = build(experiment, workdir)
         trainer = make_trainer(experiment, workdir / "checkpoints", callbacks, quiet) if built.model is not None else None
+        if trainer is not None and not launched_as_rank_zero():
+            # With devices > 1, Lightning's launcher runs this command again once per extra
+            # device. Those processes train in step with rank 0, which alone records the run.
+            trainer.loggers = [lightning_logger(uri, run_id=None)]
+            trainer.fit(built.model, datamodule=built.data)
+            trainer.test(built.model, datamodule=built.data, ckpt_path="best" if trainer.checkpoint_callback else None,
+                         verbose=False)
+            return None
         check_reachable(uri)
-        tracked = TrackedRun(uri, spec.tracking.experiment or spec.name, spec.tracking.run_name or spec.name,
-                             _tags(experiment), spec.description)
         with _signals_interrupt():
+            tracked = TrackedRun(uri, spec.tracking.experiment or spec.name, spec.tracking.run_name or spec.name,
+                                 _tags(experiment), spec.description)
             try:
                 tracked.log_params(experiment.flat_params())
                 tracked.log_text(yaml.safe_dump(experiment.resolved(), sort_keys=False), "spec.yaml")
@@ -191,11 +207,13 @@ def _train(experiment: Experiment, built: Built, trainer, tracked: TrackedRun, w
     trainer.fit(built.model, datamodule=built.data)
     checkpoint = trainer.checkpoint_callback if spec.trainer.checkpoint is not None else None
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    results = trainer.test(built.model, datamodule=built.data, ckpt_path=best, verbose=False)
+    results = trainer.test(built.model, datamodule=built.data, ckpt_path="best" if best else None, verbose=False)
     metrics = {key: float(value) for result in results for key, value in result.items()}
     if best:
         _log_checkpoints(tracked, checkpoint, Path(best))
-        metrics[f"best/{spec.trainer.checkpoint.monitor}"] = float(checkpoint.best_model_score)
+        score = {f"best/{spec.trainer.checkpoint.monitor}": float(checkpoint.best_model_score)}
+        tracked.log_metrics(score, step=trainer.global_step)  # the score the tested weights earned
+        metrics |= score
     if spec.tracking.log_model:
         _log_model(tracked, built.model)
     return metrics
@@ -253,11 +271,7 @@ class _Sink:
         self.artifact_dir = artifact_dir
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-        self.tracked.client.log_batch(self.tracked.run_id, metrics=items, synchronous=False)
+        self.tracked.log_metrics(metrics, step)
 
 
 def _run_algorithm(built: Built, tracked: TrackedRun, workdir: Path) -> dict[str, float]:

@@ -112,6 +112,8 @@ class ScheduleSpec(Section):
                 raise ValueError(f"{option!r} is not an option of the {self.name} schedule (it is for {', '.join(users)})")
         if self.name == "onecycle" and self.warmup_epochs:
             raise ValueError("onecycle has its own warm-up; leave warmup_epochs at 0")
+        if self.name == "plateau" and self.warmup_epochs:
+            raise ValueError("warmup_epochs cannot be combined with the plateau schedule")
         return self
 
 

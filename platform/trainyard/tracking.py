@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,14 @@ class TrackedRun:
         for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """One batch of metrics, queued: MLflow writes it with others; `end` flushes the queue."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items, synchronous=False)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
@@ -157,17 +167,26 @@ class TrackedRun:
 
     def lightning_logger(self):
         """Lightning's MLFlowLogger, writing into this run asynchronously, never ending it."""
-        from pytorch_lightning.loggers import MLFlowLogger
-
-        class RunOwnedMLFlowLogger(MLFlowLogger):
-            # Lightning ends the run in finalize() after fit, as FINISHED (or FAILED on Ctrl-C),
-            # before testing and model logging happen; trainyard ends it itself, truthfully.
-            def finalize(self, status: str = "success") -> None:
-                return None
-
-        return RunOwnedMLFlowLogger(tracking_uri=self.uri, run_id=self.run_id, synchronous=False)
+        return lightning_logger(self.uri, self.run_id)
 
     def ui_url(self) -> str | None:
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         return None
+
+
+def lightning_logger(uri: str, run_id: str | None):
+    """An MLFlowLogger for an existing run that leaves ending the run to trainyard.
+
+    Its methods act on rank zero only, as Lightning's loggers do; the other processes of
+    multi-device training hold one with `run_id=None`, which never creates a run.
+    """
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    class RunOwnedMLFlowLogger(MLFlowLogger):
+        # Lightning ends the run in finalize() after fit, as FINISHED (or FAILED on Ctrl-C),
+        # before testing and model logging happen; trainyard ends it itself, truthfully.
+        def finalize(self, status: str = "success") -> None:
+            return None
+
+    return RunOwnedMLFlowLogger(tracking_uri=uri, run_id=run_id, synchronous=False)

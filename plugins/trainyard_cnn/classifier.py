@@ -33,6 +33,7 @@ class ImageClassifier(LightningModule):
         # Lightning's hook for a sample input; trainyard also uses it for the MLflow model signature.
         self.example_input_array = torch.zeros(1, *input_shape)
         self.misclassified: list[tuple[torch.Tensor, int, int]] = []  # (image, predicted, true)
+        self.confusion_matrix: torch.Tensor | None = None  # (true, predicted) counts on the test set
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, *spatial) -> (B, num_classes)
@@ -50,7 +51,7 @@ class ImageClassifier(LightningModule):
         x, y = batch
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_test_epoch_start(self):
@@ -63,11 +64,16 @@ class ImageClassifier(LightningModule):
         predicted = logits.argmax(dim=1)
         self.test_acc(logits, y)
         self.test_confusion.update(predicted, y)
-        self.log("test/loss", F.cross_entropy(logits, y))
+        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log("test/acc", self.test_acc)
         wrong = (predicted != y).nonzero().flatten()
         for i in wrong[: MAX_MISCLASSIFIED - len(self.misclassified)].tolist():
             self.misclassified.append((x[i].detach().cpu(), int(predicted[i]), int(y[i])))
+
+    def on_test_epoch_end(self):
+        # Computed here, where every process of multi-device training takes part in the sync.
+        # (The misclassified examples are those this process saw.)
+        self.confusion_matrix = self.test_confusion.compute().cpu()
 
 
 def image_classifier(net_class, params, ctx: BuildContext) -> ImageClassifier:

@@ -28,7 +28,7 @@ def confusion_matrix_png(model: ImageClassifier, path: Path) -> Path:
     size = max(4.0, 0.45 * len(model.class_names) + 2)
     figure = Figure(figsize=(size, size))
     ax = figure.subplots()
-    matrix = model.test_confusion.compute().cpu().numpy()
+    matrix = model.confusion_matrix.numpy()
     ConfusionMatrixDisplay(matrix, display_labels=list(model.class_names)).plot(ax=ax, colorbar=False)
     ax.set_title(f"Confusion matrix (test accuracy {_accuracy(model):.3f})")
     figure.tight_layout()
@@ -64,5 +64,5 @@ def _displayable(image: torch.Tensor):
 
 
 def _accuracy(model: ImageClassifier) -> float:
-    matrix = model.test_confusion.compute()
+    matrix = model.confusion_matrix
     return float(matrix.diag().sum() / matrix.sum().clamp_min(1))

@@ -92,9 +92,10 @@ def test_run_is_recorded_completely(tmp_path):
     assert params["trainer.max_epochs"] == "2"
 
     metrics = run.data.metrics
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "train/lr"):
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "train/lr", "best/val/acc"):
         assert key in metrics, key
     assert metrics["test/acc"] == pytest.approx(result.metrics["test/acc"])
+    assert metrics["best/val/acc"] == max(m.value for m in client.get_metric_history(run.info.run_id, "val/acc"))
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # one value per epoch
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 4
 
@@ -249,3 +250,18 @@ def test_run_against_a_tracking_server(use_plugins, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_multi_device_training_records_one_run(plugin_site, tmp_path):
+    """devices: 2 on CPU: Lightning starts a second process (DDP over gloo); only rank 0 records."""
+    spec = write(tmp_path, MLP + "  checkpoint: {monitor: val/acc, mode: max}\nschedule: {name: cosine}\n")
+    result = subprocess.run([*trainyard_command(), "run", "-q", str(spec), "--set", "trainer.devices=2",
+                             "--set", "trainer.accelerator=cpu"], env=subprocess_env(plugin_site, "example"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("mlp-test: FINISHED") == 1
+    client, run = only_run()
+    assert run.info.status == "FINISHED"
+    assert {"train/loss", "val/acc", "test/acc", "train/lr", "best/val/acc"} <= set(run.data.metrics)
+    assert "checkpoints/best.ckpt" in artifact_paths(client, run.info.run_id)

@@ -1,0 +1,90 @@
+"""The spec's optimizer and schedule sections, as Lightning sees them."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from trainyard.optim import build_optimizer, build_scheduler
+from trainyard.run import run_experiment
+from trainyard.spec import OptimizerSpec, ScheduleSpec
+from trainyard.tracking import tracking_uri
+from trainyard.validate import load_experiment
+
+MLP = """\
+name: optim-test
+model: {name: example.mlp}
+data: {name: example.blobs, params: {samples: 64, batch_size: 32}}
+optimizer: {name: sgd, lr: 0.1}
+trainer: {max_epochs: 4, progress_bar: false}
+tracking: {log_model: false}
+"""
+
+
+def lr_per_epoch(tmp_path, *overrides) -> list[float]:
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(MLP))
+    result = run_experiment(load_experiment(tmp_path / "spec.yaml", list(overrides)), quiet=True)
+    history = MlflowClient(tracking_uri()).get_metric_history(result.run_id, "train/lr")
+    return [round(m.value, 6) for m in sorted(history, key=lambda m: m.step)]
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    ("{name: step, step_size: 1, gamma: 0.5}", [0.1, 0.05, 0.025, 0.0125]),
+    ("{name: multistep, milestones: [2], gamma: 0.1}", [0.1, 0.1, 0.01, 0.01]),
+    ("{name: exponential, gamma: 0.9}", [0.1, 0.09, 0.081, 0.0729]),
+    ("{name: cosine}", [0.1, 0.085355, 0.05, 0.014645]),
+    ("{name: step, step_size: 1, gamma: 0.5, warmup_epochs: 2}", [0.01, 0.055, 0.1, 0.05]),
+])
+def test_schedules_set_the_learning_rate_each_epoch(use_plugins, tmp_path, schedule, expected):
+    use_plugins("example")
+    assert lr_per_epoch(tmp_path, f"schedule={schedule}") == expected
+
+
+def test_onecycle_steps_every_batch_and_plateau_watches_a_metric(use_plugins, tmp_path):
+    use_plugins("example")
+    lrs = lr_per_epoch(tmp_path, "schedule={name: onecycle, max_lr: 1.0}")
+    assert max(lrs) <= 1.0 and lrs[0] < lrs[1]  # warming up towards the peak
+    lrs = lr_per_epoch(tmp_path, "schedule={name: plateau, patience: 0, factor: 0.5, monitor: val/loss}")
+    assert lrs[0] == 0.1 and all(b <= a for a, b in zip(lrs, lrs[1:]))
+
+
+def test_no_checkpoint_tests_the_last_weights(use_plugins, tmp_path):
+    use_plugins("example")
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(MLP))
+    result = run_experiment(load_experiment(tmp_path / "spec.yaml", ["trainer.checkpoint=null"]), quiet=True)
+    client = MlflowClient(tracking_uri())
+    assert [a.path for a in client.list_artifacts(result.run_id)] == ["reports", "spec.yaml"]
+    assert "test/acc" in result.metrics and not any(key.startswith("best/") for key in result.metrics)
+
+
+def test_optimizer_options_reach_torch():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = build_optimizer(OptimizerSpec(name="sgd", lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.01), params)
+    assert isinstance(sgd, torch.optim.SGD)
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.5, 0.9, True, 0.01)
+    adamw = build_optimizer(OptimizerSpec(name="adamw", betas=(0.8, 0.9)), params)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_frozen_parameters_are_left_out_and_all_frozen_is_an_error():
+    free, fixed = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2), requires_grad=False)
+    optimizer = build_optimizer(OptimizerSpec(), [free, fixed])
+    assert optimizer.param_groups[0]["params"] == [free]
+    with pytest.raises(ValueError, match="every parameter is frozen"):
+        build_optimizer(OptimizerSpec(), [fixed])
+
+
+def test_warmup_cannot_precede_plateau_or_onecycle():
+    with pytest.raises(ValueError, match="warmup_epochs cannot be combined with the plateau schedule"):
+        ScheduleSpec(name="plateau", warmup_epochs=1)
+    with pytest.raises(ValueError, match="onecycle has its own warm-up"):
+        ScheduleSpec(name="onecycle", warmup_epochs=1)
+
+
+def test_constant_rate_has_no_scheduler():
+    optimizer = build_optimizer(OptimizerSpec(), [torch.nn.Parameter(torch.zeros(1))])
+    assert build_scheduler(ScheduleSpec(), optimizer, 5, 10, 0.001) is None
