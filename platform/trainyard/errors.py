@@ -118,6 +118,9 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
             path.append(part)
             continue
         node = _resolve(node, defs)
+        member = _member_with(node, part, defs)
+        if member is not None:  # an optional section (`Section | None`): go on in the section
+            node = member
         properties = node.get("properties", {})
         if isinstance(part, str) and part in properties:
             parent, node = node, properties[part]
@@ -129,15 +132,6 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
         elif isinstance(part, str) and isinstance(node.get("additionalProperties"), dict):
             parent, node = node, node["additionalProperties"]
             path.append(part)
-        elif (member := _member_with(node, part, defs)) is not None:
-            # An optional section (`Section | None`): continue in the member that has the key.
-            node = member
-            properties = node.get("properties", {})
-            if part in properties:
-                parent, node = node, properties[part]
-            elif isinstance(node.get("additionalProperties"), dict):
-                parent, node = node, node["additionalProperties"]
-            path.append(part)
         elif "anyOf" in node or "oneOf" in node:
             # A union member tag: stay on the union itself so one message covers all members.
             continue
@@ -148,7 +142,7 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
 
 
 def _member_with(node: dict, part: str | int, defs: dict) -> dict | None:
-    """The member of a union that has `part` as a property (or takes any keys), if any."""
+    """The member of a union node that has `part` as a property (or takes any keys), if any."""
     if not isinstance(part, str):
         return None
     for option in node.get("anyOf", node.get("oneOf", [])):
