@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -128,4 +128,3 @@ class RunReport:
     trainer: Any
     metrics: dict[str, float]
     directory: Path
-    extras: dict[str, Any] = field(default_factory=dict)

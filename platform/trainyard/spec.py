@@ -391,16 +391,6 @@ def experiment_schema() -> dict[str, Any]:
     return _SCHEMA
 
 
-def get_path(data: Any, dotted: str) -> Any:
-    """Value at a dotted path of nested mappings, or KeyError."""
-    node = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
 def split_key(dotted: str) -> list[str]:
     """Split a dotted spec key. Keys under sweep.space are themselves dotted paths: kept whole."""
     parts = dotted.split(".")

@@ -46,12 +46,6 @@ class Experiment:
             return self.components.get(section)
         raise AttributeError(section)
 
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """Metrics the trained component declares it logs."""
-        main = self.components.get("model") or self.components.get("algorithm")
-        return main.registered.component.metrics if main else ()
-
     def resolved(self) -> dict[str, Any]:
         """The full spec with every default filled in, component params included."""
         data = self.spec.model_dump(mode="json")
