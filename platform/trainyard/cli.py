@@ -1,6 +1,7 @@
 """The `trainyard` command.
 
     trainyard run SPEC [--set KEY=VALUE ...]    train, test and record one experiment
+    trainyard sweep SPEC [--address A] [--resume]  the spec's sweep on Ray Tune, one run per trial
     trainyard validate SPEC [--set ...]         check a spec and its components, train nothing
     trainyard plugins [--json]                  installed plugins and their components
     trainyard plugins show NAME [--json]        one component's parameters
@@ -80,6 +81,78 @@ def run(spec: SpecArg, set_: SetOpt = None,
         raise typer.Exit(1) from None
     if result is not None:  # None: an extra process of multi-device training
         print_summary(experiment.spec.name, result)
+
+
+@app.command()
+def sweep(spec: SpecArg, set_: SetOpt = None,
+          address: Annotated[Optional[str], typer.Option(
+              help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance).")] = None,
+          resume: Annotated[bool, typer.Option(
+              "--resume", help="Continue the latest interrupted sweep of this spec under the same parent run.")] = False,
+          max_concurrent: Annotated[Optional[int], typer.Option(
+              min=1, help="Trials running at once (default: sweep.max_concurrent, else as resources allow).")] = None):
+    """Run the spec's sweep on Ray Tune: one MLflow parent run, one child run per trial."""
+    if resume and set_:
+        err.print(f"{spec.name}: --set cannot be combined with --resume: a sweep resumes with the values it "
+                  "started with", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    experiment = load(spec, set_)
+    from trainyard.sweep import SweepOptions, run_sweep
+
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)  # before Ray's output is redirected
+    try:
+        result = run_sweep(experiment, SweepOptions(address, resume, max_concurrent), console)
+    except SpecError as error:
+        raise bad_input(error.with_source(spec.name)) from None
+    except Exception as error:  # noqa: BLE001 - a failed sweep: show the traceback, exit 1
+        import traceback
+
+        traceback.print_exception(error)
+        err.print(f"{experiment.spec.name}: sweep FAILED: {type(error).__name__}: {error}; the parent run is "
+                  "marked FAILED", markup=False)
+        raise typer.Exit(1) from None
+    print_sweep_summary(experiment.spec, result)
+    if result.status == "KILLED":
+        err.print(f"{experiment.spec.name}: interrupted; Tune saved its state. Continue with: trainyard sweep "
+                  f"{spec} --resume", markup=False)
+        raise typer.Exit(130)
+    if result.status != "FINISHED" or result.failed:
+        raise typer.Exit(1)
+
+
+def print_sweep_summary(spec, result) -> None:
+    from trainyard.sweep.space import short_names
+
+    found = result.summary
+    out.print(f"\n[bold]{result.name}[/bold]: {result.status} in {result.seconds:.1f} s")
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    if found is not None:
+        out.print(f"  {len(found.rows)} trials: {found.count('FINISHED')} finished, {found.count('STOPPED')} stopped "
+                  f"early by the scheduler, {found.count('FAILED')} failed", markup=False)
+        if found.best is not None:
+            names = short_names(list(spec.sweep.space))
+            values = "  ".join(f"{names[key]}={_short(value)}" for key, value in found.best.values.items())
+            tests = "   ".join(f"{k} {v:.4g}" for k, v in sorted(found.best.metrics.items()) if k.startswith("test/"))
+            out.print(f"  best trial {found.best.trial_id}: {spec.sweep.metric} {found.best.score:.4g}   {values}"
+                      + (f"   {tests}" if tests else ""), markup=False)
+    out.print(f"  parent run {result.parent_run_id} (experiment {result.experiment_id}) in {result.tracking_uri}",
+              markup=False)
+    if result.url:
+        out.print(f"  open {result.url}", markup=False)
+    else:
+        out.print(f"  open: trainyard ui   then http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/"
+                  f"{result.parent_run_id}", markup=False)
+    out.print(f"  logs: {result.folder}/<trial id>/output.log for each trial; Ray and Tune: {result.driver_log}",
+              markup=False)
+
+
+def _short(value: str | None) -> str:
+    """A logged param value, numbers to 4 significant digits."""
+    try:
+        return f"{float(value):.4g}" if value is not None and "." in value else str(value)
+    except ValueError:
+        return str(value)
 
 
 def print_summary(name: str, result) -> None:

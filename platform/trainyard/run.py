@@ -110,8 +110,11 @@ def _prepare_model(experiment: Experiment, built: Built, workdir: Path | None) -
 
 
 def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequence[Any] = (),
-                 quiet: bool = False):
-    """A Lightning Trainer for the spec's trainer section (no logger yet: the run does not exist)."""
+                 quiet: bool = False, options: Mapping[str, Any] | None = None):
+    """A Lightning Trainer for the spec's trainer section (no logger yet: the run does not exist).
+
+    `options` are Trainer arguments that win over the spec's (a sweep trial's strategy and
+    devices under Ray Train)."""
     from pytorch_lightning import Trainer
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -130,18 +133,19 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
         all_callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, min_delta=e.min_delta))
     if spec.schedule.name != "none" or spec.schedule.warmup_epochs:
         all_callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    arguments = dict(
+        max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
+        gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm=t.gradient_clip_algorithm,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        # None (Lightning's default) rather than 1.0: Lightning announces explicit full limits.
+        limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,
+        limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic, enable_progress_bar=t.progress_bar and not quiet,
+        enable_model_summary=not quiet, enable_checkpointing=t.checkpoint is not None,
+        callbacks=all_callbacks, logger=False, default_root_dir=checkpoint_dir.parent)
     try:
-        return Trainer(
-            max_epochs=t.max_epochs, precision=t.precision, accelerator=t.accelerator, devices=t.devices,
-            gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm=t.gradient_clip_algorithm,
-            accumulate_grad_batches=t.accumulate_grad_batches,
-            # None (Lightning's default) rather than 1.0: Lightning announces explicit full limits.
-            limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,
-            limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,
-            log_every_n_steps=t.log_every_n_steps,
-            deterministic=t.deterministic, enable_progress_bar=t.progress_bar and not quiet,
-            enable_model_summary=not quiet, enable_checkpointing=t.checkpoint is not None,
-            callbacks=all_callbacks, logger=False, default_root_dir=checkpoint_dir.parent)
+        return Trainer(**arguments | dict(options or {}))
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         # e.g. accelerator: gpu on a machine without one
         raise SpecError([Problem("trainer", str(error).strip().splitlines()[0])]) from None
@@ -175,8 +179,8 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
             return None
         check_reachable(uri)
         with _signals_interrupt():
-            tracked = TrackedRun(uri, spec.tracking.experiment or spec.name, spec.tracking.run_name or spec.name,
-                                 _tags(experiment), spec.description)
+            tracked = TrackedRun.start(uri, spec.tracking.experiment or spec.name, spec.tracking.run_name or spec.name,
+                                       _tags(experiment), spec.description)
             try:
                 tracked.log_params(experiment.flat_params())
                 tracked.log_text(yaml.safe_dump(experiment.resolved(), sort_keys=False), "spec.yaml")

@@ -221,13 +221,17 @@ class Domain(BaseModel):
 class SchedulerSpec(Section):
     name: Literal["fifo", "asha", "pbt"] = Field("fifo", description="Trial scheduler.")
     max_t: int | None = Field(None, ge=1, description="Longest a trial may run, in epochs (asha; default trainer.max_epochs).")
-    grace_period: int | None = Field(None, ge=1, description="Epochs before a trial may be stopped (asha).")
-    reduction_factor: float | None = Field(None, gt=1, description="Fraction kept at each rung is 1/this (asha).")
-    perturbation_interval: int | None = Field(None, ge=1, description="Epochs between exploit/explore steps (pbt).")
+    grace_period: int | None = Field(None, ge=1, description="Epochs before a trial may be stopped (asha; default 1).")
+    reduction_factor: float | None = Field(None, gt=1, description="Fraction kept at each rung is 1/this (asha; default 4).")
+    perturbation_interval: int | None = Field(
+        None, ge=1, description="Epochs between exploit/explore steps (pbt; default sweep.checkpoint_every).")
+    quantile_fraction: float | None = Field(
+        None, gt=0, le=0.5, description="Bottom fraction that copies the top fraction's checkpoints (pbt; default 0.25).")
 
     @model_validator(mode="after")
     def _options_belong_to_scheduler(self) -> SchedulerSpec:
-        owners = {"max_t": "asha", "grace_period": "asha", "reduction_factor": "asha", "perturbation_interval": "pbt"}
+        owners = {"max_t": "asha", "grace_period": "asha", "reduction_factor": "asha",
+                  "perturbation_interval": "pbt", "quantile_fraction": "pbt"}
         for option, owner in owners.items():
             if getattr(self, option) is not None and self.name != owner:
                 raise ValueError(f"{option!r} is an option of {owner}, not {self.name}")
@@ -236,7 +240,7 @@ class SchedulerSpec(Section):
 
 class ResourcesSpec(Section):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial worker.")
-    gpu: float = Field(0.0, ge=0, description="GPUs per trial worker.")
+    gpu: float = Field(0.0, ge=0, le=1, description="GPUs per trial worker (a fraction shares one; more: raise workers).")
 
 
 class SweepSpec(Section):
@@ -251,13 +255,24 @@ class SweepSpec(Section):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="Trial scheduler.")
     search: Literal["random", "optuna"] = Field("random", description="Search algorithm (random covers grid).")
     space: dict[str, Domain] = Field(min_length=1, description="Dotted spec keys and their domains.")
+    storage_path: str | None = Field(
+        None, description="Trial checkpoints and Tune's state: a local folder (default ./sweeps), or shared "
+                          "storage for a multi-node cluster (s3://..., gs://..., an NFS mount).")
 
     @model_validator(mode="after")
     def _search_supports_space(self) -> SweepSpec:
         if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             raise ValueError("optuna cannot search a grid; use choice, or search: random")
-        if self.scheduler.name == "pbt" and any(d.kind == "grid" for d in self.space.values()):
-            raise ValueError("pbt mutates hyperparameters and cannot take a grid; use choice")
+        if self.scheduler.name == "pbt":
+            if any(d.kind == "grid" for d in self.space.values()):
+                raise ValueError("pbt mutates hyperparameters and cannot take a grid; use choice")
+            interval = self.scheduler.perturbation_interval or self.checkpoint_every
+            if interval % self.checkpoint_every:
+                raise ValueError(f"pbt's perturbation_interval ({interval}) must be a multiple of checkpoint_every "
+                                 f"({self.checkpoint_every}): an exploiting trial loads the other's latest checkpoint")
+            if self.workers > 1:
+                raise ValueError("pbt needs workers: 1 (a multi-worker trial's checkpoints are kept by Ray Train, "
+                                 "out of reach of Tune's exploit step)")
         return self
 
 

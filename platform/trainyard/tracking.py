@@ -16,11 +16,14 @@ import os
 import subprocess
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainyard.errors import Problem, SpecError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # A synchronous log call into SQLite costs ~5 ms, longer than a small training step. Metrics go
@@ -72,6 +75,16 @@ def check_reachable(uri: str) -> None:
         raise SpecError([Problem("tracking.uri", f"cannot use the tracking store {uri}: {reason}")]) from None
 
 
+def experiment_id_for(client, name: str) -> str:
+    """The id of the MLflow experiment called `name`, created if missing; a deleted one is bad input."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name)
+    if found.lifecycle_stage == "deleted":
+        raise SpecError([Problem("tracking.experiment", f"experiment {name!r} is deleted; restore it or choose another name")])
+    return found.experiment_id
+
+
 def git_tags(directory: Path) -> dict[str, str]:
     """Commit (and whether the tree was dirty) of the git repository holding the spec file."""
     def git(*args: str) -> str:
@@ -88,34 +101,53 @@ def git_tags(directory: Path) -> dict[str, str]:
 class TrackedRun:
     """An MLflow run that trainyard owns: created after validation, ended with the true status.
 
-    Lightning's MLFlowLogger writes metrics into it, but never ends it (see `lightning_logger`).
+    `TrackedRun.start` creates a run (nested under a parent when given one); `TrackedRun.attach`
+    continues one that exists (a resumed sweep's parent, a retried trial's child). Lightning's
+    MLFlowLogger writes metrics into it, but never ends it (see `lightning_logger`).
     """
 
-    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str], description: str = ""):
+    def __init__(self, uri: str, run_id: str, experiment_id: str, client=None):
         from mlflow import MlflowClient
-        from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
         configure_mlflow(uri)
         self.uri = uri
-        self.client = MlflowClient(uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(experiment)
-        elif found.lifecycle_stage == "deleted":
-            raise SpecError([Problem("tracking.experiment",
-                                     f"experiment {experiment!r} is deleted; restore it or choose another name")])
-        else:
-            self.experiment_id = found.experiment_id
-        # mlflow.pytorch.log_model files the model under the process's active experiment.
-        import mlflow
-
-        mlflow.set_experiment(experiment_id=self.experiment_id)
-        extra = {MLFLOW_RUN_NAME: run_name} | ({MLFLOW_RUN_NOTE: description} if description else {})
-        # resolve_tags adds MLflow's context tags (user, source), as mlflow.start_run would.
-        run = self.client.create_run(self.experiment_id, tags=resolve_tags(tags | extra), run_name=run_name)
-        self.run_id = run.info.run_id
+        self.client = client or MlflowClient(uri)
+        self.run_id = run_id
+        self.experiment_id = experiment_id
         self.ended = False
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str], description: str = "",
+              parent_run_id: str | None = None) -> TrackedRun:
+        """Create a run in `experiment` (created if missing); nested under `parent_run_id` if given."""
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+
+        configure_mlflow(uri)
+        client = MlflowClient(uri)
+        experiment_id = experiment_id_for(client, experiment)
+        # mlflow.pytorch.log_model files the model under the process's active experiment.
+        mlflow.set_experiment(experiment_id=experiment_id)
+        extra = {MLFLOW_RUN_NAME: run_name} | ({MLFLOW_RUN_NOTE: description} if description else {})
+        if parent_run_id is not None:
+            extra[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        # resolve_tags adds MLflow's context tags (user, source), as mlflow.start_run would.
+        run = client.create_run(experiment_id, tags=resolve_tags(tags | extra), run_name=run_name)
+        return cls(uri, run.info.run_id, experiment_id, client)
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> TrackedRun:
+        """Continue an existing run: its status goes back to RUNNING until `end` says otherwise."""
+        from mlflow import MlflowClient
+
+        configure_mlflow(uri)
+        client = MlflowClient(uri)
+        info = client.get_run(run_id).info
+        if info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")
+        return cls(uri, run_id, info.experiment_id, client)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -131,6 +163,11 @@ class TrackedRun:
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items, synchronous=False)
+
+    def write_metrics(self, items: Sequence[Metric]) -> None:
+        """Write metric values now (not queued), in batches of MLflow's largest size."""
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=list(items[start:start + 1000]))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

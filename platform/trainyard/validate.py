@@ -81,7 +81,7 @@ def validate_experiment(data: dict[str, Any], registry: Registry | None = None,
     if spec is not None and not problems:
         problems += _check_metrics(spec, components)
         if spec.sweep is not None:
-            problems += _check_sweep(data, spec, registry)
+            problems += _check_sweep(data, spec, registry) + _check_sweep_training(spec)
     if problems:
         raise SpecError([_mark_overridden(problem, overridden) for problem in problems])
     return Experiment(spec, components, overrides=list(overridden))
@@ -162,6 +162,27 @@ def _check_sweep(data: dict[str, Any], spec: ExperimentSpec, registry: Registry)
             for problem in _check(set_path(base, key, value), registry)[0]:
                 problems.append(Problem(prefix, f"{domain.kind} value {value!r} is invalid here: {problem.message}"))
                 break
+    return problems
+
+
+def _check_sweep_training(spec: ExperimentSpec) -> list[Problem]:
+    """What a trial's training must offer the sweep: a metric every epoch, one device per worker."""
+    sweep, problems = spec.sweep, []
+    if spec.kind == "model":
+        if sweep.metric.startswith("test/"):
+            problems.append(Problem("sweep.metric", f"{sweep.metric} is measured once, after training, but schedulers "
+                                                    "and searchers compare trials every epoch: use a val/ metric"))
+        devices = spec.trainer.devices
+        if not (devices in ("auto", 1) or (isinstance(devices, list) and len(devices) == 1)):
+            problems.append(Problem("trainer.devices", "a trial worker trains on one device; "
+                                                       "use sweep.workers for data-parallel trials"))
+    else:
+        if sweep.scheduler.name != "fifo":
+            problems.append(Problem("sweep.scheduler.name", f"{sweep.scheduler.name} compares trials every epoch, but "
+                                                            "an algorithm reports once, when it ends: use fifo"))
+        if sweep.workers > 1:
+            problems.append(Problem("sweep.workers", "only Lightning models train data-parallel; "
+                                                     "an algorithm runs in one process"))
     return problems
 
 

@@ -1,0 +1,119 @@
+"""A trial's MLflow child run: found by trial id, continued after a retry, written exactly once.
+
+Every trial records one run nested under the sweep's parent run (the tag `mlflow.parentRunId`),
+in the parent's experiment. The trial's rank-0 process writes it, wherever Ray placed it.
+
+Metric history must stay continuous when a trial is retried from a checkpoint (its worker died,
+the driver was killed and the sweep resumed, or PBT made it continue from another trial's
+checkpoint). Two rules give that:
+- metrics are held in the trial and written when a checkpoint is taken, just before the
+  checkpoint is reported, so what MLflow holds never runs far ahead of what a retry restores;
+- a run that is continued never writes a step it already holds: the highest step per metric
+  (its watermark) is read when the run is reattached, and anything at or below it is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from trainyard.tracking import TrackedRun
+
+TRIAL_ID_TAG = "trainyard.trial_id"
+ATTEMPT_TAG = "trainyard.trial.attempt"
+STOPPED_TAG = "trainyard.trial.stopped_early"
+
+
+def find_child(client, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The child run of `trial_id` under the parent, or None."""
+    found = client.search_runs(
+        [experiment_id], max_results=1,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
+    return found[0] if found else None
+
+
+class ChildRun:
+    """The child run of one trial, with the metric buffer described in the module docstring."""
+
+    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], attempt: int):
+        self.tracked = tracked
+        self.watermark = watermark
+        self.attempt = attempt
+        self.pending: list = []
+
+    @property
+    def run_id(self) -> str:
+        return self.tracked.run_id
+
+    @classmethod
+    def open(cls, uri: str, experiment: str, experiment_id: str, parent_run_id: str, trial_id: str,
+             run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> ChildRun:
+        """Continue the trial's child run if it exists (a retry), else create it."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        existing = find_child(client, experiment_id, parent_run_id, trial_id)
+        if existing is None:
+            tracked = TrackedRun.start(uri, experiment, run_name, tags | {TRIAL_ID_TAG: trial_id, ATTEMPT_TAG: "1"},
+                                       parent_run_id=parent_run_id)
+            tracked.log_params(dict(params))
+            return cls(tracked, {}, 1)
+        tracked = TrackedRun.attach(uri, existing.info.run_id)
+        attempt = int(existing.data.tags.get(ATTEMPT_TAG, "1")) + 1
+        tracked.set_tags({key: value for key, value in tags.items() if key.startswith("trainyard.ray.")}
+                         | {ATTEMPT_TAG: str(attempt)})
+        watermark = {key: max(m.step for m in client.get_metric_history(tracked.run_id, key))
+                     for key in existing.data.metrics}
+        logged = existing.data.params
+        changed = {key: value for key, value in params.items() if key in logged and logged[key] != str(value)}
+        if changed:
+            # Params are immutable in MLflow: PBT's mutations are kept as a tag and, when
+            # numeric, as metrics from the step where they took effect.
+            step = max(watermark.values(), default=0)
+            tracked.set_tags({"trainyard.pbt.config": ", ".join(f"{k}={v}" for k, v in changed.items())[:500]})
+            numeric = {f"pbt/{k}": float(v) for k, v in changed.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if numeric:
+                tracked.log_metrics(numeric, step)
+        return cls(tracked, watermark, attempt)
+
+    def buffer(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.pending += [Metric(key, float(value), now, step) for key, value in metrics.items()]
+
+    def commit(self) -> None:
+        """Write the held metrics, minus steps the run already holds."""
+        items = [m for m in self.pending if m.step > self.watermark.get(m.key, -1)]
+        self.pending = []
+        if items:
+            self.tracked.write_metrics(items)
+
+    def end(self, status: str, error: BaseException | None = None) -> None:
+        self.commit()
+        self.tracked.end(status, error)
+
+
+def finish_for_trial(uri: str, run_id: str | None, experiment_id: str, parent_run_id: str, trial_id: str,
+                     status: str, stopped_early: bool = False, error: str | None = None) -> bool:
+    """Called by the driver when Tune ends a trial: a child run still RUNNING gets the status its
+    trial could not set itself (stopped by the scheduler, or its process died). True if it did."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run(run_id) if run_id else find_child(client, experiment_id, parent_run_id, trial_id)
+    if run is None or run.info.status != "RUNNING":
+        return False
+    tags = {}
+    if stopped_early:
+        tags[STOPPED_TAG] = "true"
+    if error:
+        tags["trainyard.error"] = error.strip().splitlines()[0][:500] if error.strip() else "the trial failed"
+    if tags:
+        from mlflow.entities import RunTag
+
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id, status)
+    return True

@@ -1,0 +1,171 @@
+"""The driver's view of a running sweep: a Tune callback.
+
+- On a terminal, one line per trial (status, sampled values, latest metric, best, epochs),
+  refreshed in place; elsewhere (CI, a log file) one line per trial as it ends, then the table.
+- A trial that Tune ends but that could not end its own MLflow child run (a scheduler stopped it,
+  its process died, it failed for good) gets its status here, from the driver.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from trainyard.sweep.child_run import finish_for_trial
+from trainyard.sweep.reporting import RUN_ID_KEY
+from trainyard.sweep.space import TIME_ATTR, decode, short_names
+
+STATUS_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "TERMINATED": "green", "ERROR": "red"}
+REFRESH_SECONDS = 0.25
+
+
+class SweepProgress(Callback):
+    def __init__(self, console: Console, keys: list[str], metric: str, mode: str, max_epochs: int | None,
+                 tracking: dict[str, str]):
+        self.console = console
+        self.names = short_names(keys)
+        self.metric, self.mode = metric, mode
+        self.max_epochs = max_epochs
+        self.tracking = tracking  # uri, experiment_id, parent_run_id
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.live: Live | None = None
+        self.last_refresh = 0.0
+        self.unfinished: list[str] = []  # trials neither TERMINATED nor ERROR when Tune stopped
+
+    # Tune keeps the run configuration (with its callbacks) in the sweep folder: the terminal
+    # and the live display stay out of it.
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in ("console", "live")} | {
+            "console": None, "live": None}
+
+    # --- Tune's callback hooks ---------------------------------------------------------------
+
+    def setup(self, **info) -> None:
+        if self.console is None:  # restored from the sweep folder by --resume: this terminal
+            self.console = Console(file=sys.__stdout__, highlight=False, soft_wrap=True)
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, auto_refresh=False, transient=False)
+            self.live.start()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._row(trial)["status"] = "RUNNING"
+        self._refresh(force=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        row = self._row(trial)
+        row["status"] = "RUNNING"
+        row["epochs"] = result.get(TIME_ATTR, row.get("epochs"))
+        for key in (self.metric, f"best/{self.metric}"):
+            if isinstance(result.get(key), (int, float)):
+                row[key] = result[key]
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        row = self._row(trial)
+        row["status"] = "TERMINATED"
+        epochs = row.get("epochs") or 0
+        stopped = self.max_epochs is not None and epochs < self.max_epochs
+        if self._finish(trial, "FINISHED", stopped_early=stopped) and stopped:
+            row["status"] = "STOPPED"  # by the scheduler: the trial did not end its run itself
+        self._ended(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._row(trial)["status"] = "ERROR"
+        self._finish(trial, "FAILED", error=_error_line(trial))
+        self._ended(trial)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        for trial in trials:  # pending, paused, and (after --resume) already ended trials show up too
+            row = self._row(trial)
+            if "status" not in row or trial.status in ("PENDING", "PAUSED"):
+                row["status"] = trial.status
+                result = trial.last_result or {}
+                row.setdefault("epochs", result.get(TIME_ATTR))
+                for key in (self.metric, f"best/{self.metric}"):
+                    if isinstance(result.get(key), (int, float)):
+                        row.setdefault(key, result[key])
+        self._refresh()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.unfinished = [trial.trial_id for trial in trials if trial.status not in ("TERMINATED", "ERROR")]
+        if self.live is not None:
+            self._refresh(force=True)
+            self.live.stop()
+        elif self.console is not None:
+            self.console.print(self._table())
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _row(self, trial) -> dict[str, Any]:
+        row = self.rows.get(trial.trial_id)
+        if row is None:
+            row = self.rows[trial.trial_id] = {"config": {k: decode(v) for k, v in trial.config.items()}}
+        if trial.last_result and trial.last_result.get(RUN_ID_KEY):
+            row["run_id"] = trial.last_result[RUN_ID_KEY]
+        return row
+
+    def _finish(self, trial, status: str, **details) -> bool:
+        try:
+            return finish_for_trial(self.tracking["uri"], self.rows[trial.trial_id].get("run_id"),
+                             self.tracking["experiment_id"], self.tracking["parent_run_id"], trial.trial_id,
+                             status, **details)
+        except Exception as error:  # noqa: BLE001 - a status write must not stop the sweep
+            if self.console is not None:
+                self.console.print(f"warning: could not set the MLflow status of trial {trial.trial_id}: {error}",
+                                   markup=False)
+            return False
+
+    def _ended(self, trial) -> None:
+        if self.live is None and self.console is not None:
+            self.console.print(self._line(trial.trial_id, self.rows[trial.trial_id]), markup=False)
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.live is not None and (force or now - self.last_refresh >= REFRESH_SECONDS):
+            self.live.update(self._table(), refresh=True)
+            self.last_refresh = now
+
+    def _line(self, trial_id: str, row: dict[str, Any]) -> str:
+        values = " ".join(f"{self.names.get(k, k)}={_show(v)}" for k, v in row["config"].items())
+        metric = row.get(self.metric)
+        shown = f"{self.metric} {_show(metric)}" if metric is not None else f"{self.metric} -"
+        return f"{trial_id} {row.get('status', 'PENDING'):<10} {values}  {shown}  epochs {row.get('epochs') or 0}"
+
+    def _table(self) -> Table:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("trial", "status", *self.names.values(), self.metric, "best", "epochs"):
+            table.add_column(column)
+        for trial_id, row in self.rows.items():
+            status = row.get("status", "PENDING")
+            cells = [Text(trial_id), Text(status, style=STATUS_STYLE.get(status, ""))]
+            cells += [Text(_show(row["config"].get(key))) for key in self.names]
+            cells += [Text(_show(row.get(self.metric))), Text(_show(row.get(f"best/{self.metric}"))),
+                      Text(str(row.get("epochs") or 0))]
+            table.add_row(*cells)
+        return table
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _error_line(trial) -> str:
+    """The last line of the trial's error (Tune keeps the traceback in the trial folder)."""
+    try:
+        with open(trial.error_file, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+        return lines[-1] if lines else "the trial failed"
+    except (OSError, TypeError):
+        return "the trial failed"

@@ -1,0 +1,90 @@
+"""The spec's `sweep:` section in Ray Tune's terms: search space, search algorithm, scheduler.
+
+    sweep.space {dotted key: Domain} --> Tune param_space {dotted key: tune.uniform(...), ...}
+    sweep.search                     --> BasicVariantGenerator (random, grid) or OptunaSearch (TPE)
+    sweep.scheduler                  --> FIFOScheduler, ASHAScheduler or PopulationBasedTraining
+
+A trial receives its sampled values under the same dotted keys (`decode` turns them back into
+spec values) and sets them on the spec before validating it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trainyard.spec import Domain, ExperimentSpec, SweepSpec
+
+# Tune reports a trial's progress once per epoch; schedulers count those reports.
+TIME_ATTR = "training_iteration"
+# A choice between lists ([16, 32] or [32, 64] channels) travels as JSON text: Optuna's
+# categorical distributions and Tune's trial names take scalars only.
+ENCODED = "json:"
+
+
+def encode(value: Any) -> Any:
+    return value if value is None or isinstance(value, (bool, int, float, str)) else ENCODED + json.dumps(value)
+
+
+def decode(value: Any) -> Any:
+    return json.loads(value[len(ENCODED):]) if isinstance(value, str) and value.startswith(ENCODED) else value
+
+
+def tune_domain(domain: Domain):
+    """One spec domain as a Ray Tune sampler (bounds as Tune defines them: randint's high is exclusive)."""
+    from ray import tune
+
+    args = domain.args
+    if domain.kind == "grid":
+        return tune.grid_search([encode(value) for value in args])
+    if domain.kind == "choice":
+        return tune.choice([encode(value) for value in args])
+    return getattr(tune, domain.kind)(*args)  # uniform, loguniform, randint and their q- forms
+
+
+def param_space(sweep: SweepSpec) -> dict[str, Any]:
+    return {key: tune_domain(domain) for key, domain in sweep.space.items()}
+
+
+def search_algorithm(spec: ExperimentSpec):
+    """Random sampling (and grids) seeded by the spec's seed, or Optuna's TPE."""
+    sweep = spec.sweep
+    if sweep.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        # Optuna logs one INFO line per trial; the sweep's own progress display says it better.
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return OptunaSearch(seed=spec.seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=spec.seed)
+
+
+def scheduler(spec: ExperimentSpec):
+    """The trial scheduler; time is counted in epochs (one Tune report per epoch)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    options = spec.sweep.scheduler
+    if options.name == "asha":
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=options.max_t or spec.trainer.max_epochs,
+                             grace_period=options.grace_period or 1, reduction_factor=options.reduction_factor or 4)
+    if options.name == "pbt":
+        return PopulationBasedTraining(
+            time_attr=TIME_ATTR, perturbation_interval=options.perturbation_interval or spec.sweep.checkpoint_every,
+            hyperparam_mutations=param_space(spec.sweep), quantile_fraction=options.quantile_fraction or 0.25)
+    return FIFOScheduler()
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix that tells each key apart: model.params.dropout -> dropout."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for size in range(1, len(parts) + 1):
+            name = ".".join(parts[-size:])
+            if sum(other.endswith("." + name) or other == name for other in keys) == 1:
+                break
+        names[key] = name
+    return names

@@ -1,0 +1,305 @@
+"""What runs inside a trial, on whichever node Ray places it.
+
+    Tune --> trial_main(config, job)           in a trial actor (a Tune function)
+               sampled values set on the spec, validated with this node's registry
+               workers: 1  --> fit_trial(rank 0)      reports with tune.report
+               workers: N  --> TorchTrainer          a Ray Train run of N workers, each
+                                 worker_main --> fit_trial(rank r)   reports with ray.train.report
+                                 (TuneReportCallback passes rank 0's reports on to Tune)
+               an algorithm --> run_algorithm_trial   one report, when it ends
+
+Only rank 0 writes the trial's MLflow child run. A trial that Tune starts again (a retry, a
+resumed sweep, a PBT exploit) restores the checkpoint it is given and continues the same child
+run; a trial whose child run already FINISHED (it ended while the driver was down, before Tune's
+last snapshot) reports its result again and trains nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainyard.errors import SpecError
+from trainyard.spec import set_path
+from trainyard.sweep.space import decode
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """Everything a trial needs besides its sampled values; shipped once to the cluster."""
+
+    spec: dict[str, Any]  # the spec's mapping, --set applied, without its sweep section
+    source: str  # the spec file's name, for messages
+    name: str  # the sweep's folder name under the storage path (unique per sweep)
+    storage_path: str  # where checkpoints go (a folder or a URI), shared by every node
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    tags: dict[str, str]  # provenance tags of the parent, copied onto every child run
+    metric: str
+    mode: str
+    checkpoint_every: int
+    workers: int
+    cpu: float
+    gpu: float
+    max_failures: int
+
+    def trial_experiment(self, config: Mapping[str, Any]):
+        """The spec with this trial's sampled values set, validated against this node's registry."""
+        from trainyard.validate import validate_experiment
+
+        data = self.spec
+        for key, value in config.items():
+            data = set_path(data, key, decode(value))
+        try:
+            return validate_experiment(data)
+        except SpecError as error:  # checked on the driver already: here only a plugin mismatch
+            raise RuntimeError(f"this node rejects the trial's spec: {error.with_source(self.source)}") from None
+
+
+def local_folder(job: SweepJob, trial_id: str, rank: int) -> Path:
+    """A scratch folder for one rank of one trial, at the same path on every attempt, so that
+    Lightning's best-checkpoint state restores unchanged (as Ray's own Lightning callback does)."""
+    folder = Path(tempfile.gettempdir()) / "trainyard-trials" / job.name / trial_id / f"rank{rank}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def trial_main(config: dict[str, Any], job: SweepJob) -> None:
+    """The Tune function: one trial, from its sampled values to a finished child run."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    done = _finished_result(job, trial_id)
+    if done is not None:
+        tune.report(done)
+        return
+    experiment = job.trial_experiment(config)
+    if experiment.spec.kind == "algorithm":
+        run_algorithm_trial(experiment, job, trial_id, config)
+    elif job.workers == 1:
+        checkpoint = tune.get_checkpoint()
+        with checkpoint.as_directory() if checkpoint else nullcontext() as restored:
+            fit_trial(experiment, job, trial_id, config, rank=0, report=_tune_report,
+                      restored=Path(restored) if restored else None)
+    else:
+        _train_with_workers(config, job, trial_id)
+
+
+def worker_main(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker of a multi-worker trial."""
+    import ray.train
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
+
+    job: SweepJob = loop_config["job"]
+    config = loop_config["config"]
+    rank = ray.train.get_context().get_world_rank()
+    experiment = job.trial_experiment(config)
+    trainer_options = {"strategy": RayDDPStrategy(), "plugins": [RayLightningEnvironment()],
+                       "accelerator": "gpu" if job.gpu > 0 else "cpu", "devices": "auto"}
+
+    def report(metrics: dict, checkpoint: Path | None) -> None:
+        # Every worker reports (Ray Train waits for all of them); only rank 0 saved files.
+        kept = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint and rank == 0 else None
+        ray.train.report(metrics, checkpoint=kept)
+
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext() as restored:
+        fit_trial(experiment, job, loop_config["trial_id"], config, rank=rank, report=report,
+                  restored=Path(restored) if restored else None, trainer_options=trainer_options)
+
+
+def _train_with_workers(config: dict[str, Any], job: SweepJob, trial_id: str) -> None:
+    """A Ray Train run for one trial. Ray Train restarts failed workers from the last checkpoint
+    and, given the same name and storage, resumes its run when Tune restarts this trial."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trainer = TorchTrainer(
+        worker_main,
+        train_loop_config={"config": config, "job": job, "trial_id": trial_id},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=job.workers, use_gpu=job.gpu > 0,
+            resources_per_worker={"CPU": job.cpu} | ({"GPU": job.gpu} if job.gpu else {})),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}", storage_path=_join(job.storage_path, job.name),
+            failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+# --- a Lightning trial -----------------------------------------------------------------------
+
+
+def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], rank: int, report,
+              restored: Path | None, trainer_options: dict[str, Any] | None = None) -> None:
+    """Build, (restore,) train and test one trial; rank 0 records it in the child run."""
+    from pytorch_lightning import LightningModule
+
+    from trainyard.run import build, make_trainer
+    from trainyard.sweep.reporting import (
+        ApplyOptimizerSettings,
+        TrialLogger,
+        TrialProgress,
+        restore_files,
+    )
+
+    folder = local_folder(job, trial_id, rank)
+    try:
+        built = build(experiment, folder)
+        child = _open_child(experiment, job, trial_id, config) if rank == 0 else None
+        progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reports", child)
+        callbacks = [progress]
+        if type(built.model).configure_optimizers is LightningModule.configure_optimizers:  # bound from the spec
+            callbacks.append(ApplyOptimizerSettings(experiment.spec.optimizer))
+        trainer = make_trainer(experiment, folder / "checkpoints", callbacks, quiet=True,
+                               options={"devices": 1} | (trainer_options or {}))
+        trainer.loggers = [TrialLogger(child)]
+        state = None
+        if restored is not None:
+            state = folder / "state.ckpt"
+            restore_files(restored, state, folder / "checkpoints" if rank == 0 else None)
+        finishing = False
+        try:
+            started = time.perf_counter()
+            trainer.fit(built.model, datamodule=built.data, ckpt_path=state)
+            seconds = time.perf_counter() - started
+            _test(trainer, built)
+            if child is not None:  # the test metrics reached the child through Lightning's logger
+                child.buffer({"trial/train_seconds": seconds}, trainer.global_step)
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                if best and Path(best).is_file():
+                    (folder / "best").mkdir()
+                    (folder / "best" / "best.ckpt").symlink_to(Path(best).resolve())
+                    child.tracked.log_artifacts(folder / "best", "checkpoints")  # as `trainyard run` names it
+                child.commit()
+            # The last epoch is reported after testing: a scheduler may answer it with STOP
+            # (ASHA does at max_t), which ends this thread.
+            finishing = True
+            progress.flush()
+        except SystemExit:
+            # Tune stopped the trial: a scheduler's decision, or a PBT pause. Keep what was
+            # measured; unless training had ended, the driver sets the status, as a paused
+            # trial goes on later.
+            if child is not None:
+                child.end("FINISHED") if finishing else child.commit()
+            raise
+        except BaseException as error:
+            if child is not None:
+                child.end("FAILED", error)
+            raise
+        if child is not None:
+            child.end("FINISHED")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _test(trainer, built) -> None:
+    """Test the best weights on every rank. Rank 0 alone holds the best checkpoint file (workers
+    may sit on other nodes), so it reads the weights and sends them to the others."""
+    import torch
+
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback is not None and trainer.is_global_zero else ""
+    state = None
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    state = trainer.strategy.broadcast(state, src=0)
+    if state is not None:
+        built.model.load_state_dict(state)
+    trainer.test(built.model, datamodule=built.data, verbose=False)
+
+
+def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any]):
+    import ray
+
+    from trainyard.sweep.child_run import ChildRun
+
+    runtime = ray.get_runtime_context()
+    tags = job.tags | {"trainyard.ray.node_id": runtime.get_node_id(), "trainyard.ray.pid": str(os.getpid()),
+                       "trainyard.sweep.values": ", ".join(f"{k}={decode(v)}" for k, v in config.items())[:500]}
+    return ChildRun.open(job.tracking_uri, job.experiment, job.experiment_id, job.parent_run_id, trial_id,
+                         f"trial-{trial_id}", experiment.flat_params(), tags)
+
+
+# --- an algorithm trial ----------------------------------------------------------------------
+
+
+class _ChildSink:
+    """The MetricSink an algorithm logs to, held for the child run until the algorithm ends."""
+
+    def __init__(self, child, artifact_dir: Path):
+        self.child = child
+        self.artifact_dir = artifact_dir
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.child.buffer(metrics, step)
+
+
+def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any]) -> None:
+    """An algorithm runs to its end and reports once (it has no epochs to checkpoint between)."""
+    from ray import tune
+
+    from trainyard.run import build
+    from trainyard.sweep.reporting import RUN_ID_KEY
+
+    folder = local_folder(job, trial_id, 0)
+    try:
+        built = build(experiment, folder)
+        child = _open_child(experiment, job, trial_id, config)
+        artifacts = folder / "artifacts"
+        artifacts.mkdir()
+        try:
+            started = time.perf_counter()
+            metrics = {key: float(value) for key, value in (built.algorithm.run(_ChildSink(child, artifacts)) or {}).items()}
+            child.buffer(metrics | {"trial/train_seconds": time.perf_counter() - started}, 0)
+            if any(artifacts.iterdir()):
+                child.tracked.log_artifacts(artifacts)
+        except BaseException as error:
+            child.end("FAILED", error)
+            raise
+        child.end("FINISHED")
+        tune.report(metrics | {RUN_ID_KEY: child.run_id})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _tune_report(metrics: dict, checkpoint: Path | None) -> None:
+    from ray import tune
+
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+
+
+def _finished_result(job: SweepJob, trial_id: str) -> dict[str, Any] | None:
+    """The last result of a trial whose child run already FINISHED, or None."""
+    from mlflow import MlflowClient
+
+    from trainyard.sweep.child_run import find_child
+    from trainyard.sweep.reporting import RUN_ID_KEY
+
+    run = find_child(MlflowClient(job.tracking_uri), job.experiment_id, job.parent_run_id, trial_id)
+    if run is None or run.info.status != "FINISHED":
+        return None
+    return dict(run.data.metrics) | {RUN_ID_KEY: run.info.run_id}
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
