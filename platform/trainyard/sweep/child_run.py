@@ -47,16 +47,21 @@ class ChildRun:
         return self.tracked.run_id
 
     @classmethod
-    def open(cls, uri: str, experiment: str, experiment_id: str, parent_run_id: str, trial_id: str,
-             run_name: str, params: Mapping[str, Any], tags: dict[str, str]) -> ChildRun:
-        """Continue the trial's child run if it exists (a retry), else create it."""
+    def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
+             params: Mapping[str, Any], tags: dict[str, str], existing=None) -> ChildRun:
+        """Continue the trial's child run if it exists (a retry), else create it. `existing` is the
+        run when the caller looked it up already (one query per trial counts, for short trials)."""
         from mlflow import MlflowClient
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
         client = MlflowClient(uri)
-        existing = find_child(client, experiment_id, parent_run_id, trial_id)
+        existing = existing or find_child(client, experiment_id, parent_run_id, trial_id)
         if existing is None:
-            tracked = TrackedRun.start(uri, experiment, run_name, tags | {TRIAL_ID_TAG: trial_id, ATTEMPT_TAG: "1"},
-                                       parent_run_id=parent_run_id)
+            # The parent holds the provenance tags (user, source, commit); the child copies them.
+            run = client.create_run(experiment_id, run_name=run_name, tags=tags | {
+                TRIAL_ID_TAG: trial_id, ATTEMPT_TAG: "1", MLFLOW_PARENT_RUN_ID: parent_run_id,
+                MLFLOW_RUN_NAME: run_name})
+            tracked = TrackedRun(uri, run.info.run_id, experiment_id, client)
             tracked.log_params(dict(params))
             return cls(tracked, {}, 1)
         tracked = TrackedRun.attach(uri, existing.info.run_id)

@@ -57,6 +57,7 @@ class SweepResult:
     folder: str
     summary: Any = None  # summary.Summary
     driver_log: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: ray_start, trials, summary
     warnings: list[str] = field(default_factory=list)
     url: str | None = None
 
@@ -94,6 +95,7 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
 
         env_vars = {key: os.environ[key] for key in ("TRAINYARD_PLUGINS",) if key in os.environ}
         ray_cluster = cluster.connect(options.address, env_vars)
+        ray_start = time.perf_counter() - started
         try:
             _route_ray_logging(log_file)
             parent, warnings = _start_parent(experiment, state, ray_cluster, uri, storage, options)
@@ -101,6 +103,7 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
                 _write_state(folder, state)
             result = _tune(experiment, state, parent, storage, options, ray_cluster, console, local)
             result.warnings = warnings
+            result.timings = {"ray_start": ray_start} | result.timings
         finally:
             import ray
 
@@ -188,9 +191,9 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
             trainable, param_space=space.param_space(sweep),
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-                search_alg=space.search_algorithm(spec), scheduler=space.scheduler(spec),
-                max_concurrent_trials=options.max_concurrent or sweep.max_concurrent or _default_concurrency(
-                    ray_cluster, sweep), reuse_actors=True, trial_dirname_creator=_trial_folder),
+                search_alg=space.search_algorithm(spec, options.max_concurrent or sweep.max_concurrent
+                                                  or _default_concurrency(ray_cluster, sweep)),
+                scheduler=space.scheduler(spec), reuse_actors=True, trial_dirname_creator=_trial_folder),
             run_config=tune.RunConfig(
                 name=state["name"], storage_path=storage, verbose=0, callbacks=[progress],
                 # Each trial's output goes to output.log in its working folder, which Tune copies
@@ -198,12 +201,16 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
                 log_to_file="output.log", sync_config=tune.SyncConfig(sync_artifacts=True),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    timings = {}
     try:
+        started = time.perf_counter()
         with _sigterm_as_sigint():
             tuner.fit()
+        timings["trials"] = time.perf_counter() - started
         if progress.unfinished:
             _mark_unfinished(parent, "KILLED")
-            return _result(state, parent, "KILLED", None)
+            return _result(state, parent, "KILLED", None, timings)
+        started = time.perf_counter()
         found = summary.collect(parent, sweep)
         summary.record(parent, sweep, found, local / "summary")
     except BaseException as error:
@@ -211,7 +218,8 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         raise
     status = "FINISHED" if found.best is not None else "FAILED"
     parent.end(status, RuntimeError("no trial finished") if status == "FAILED" else None)
-    return _result(state, parent, status, found)
+    timings["summary"] = time.perf_counter() - started
+    return _result(state, parent, status, found, timings)
 
 
 # --- the sweep folder ------------------------------------------------------------------------
@@ -319,9 +327,9 @@ def _mark_unfinished(parent: TrackedRun, status: str, error: BaseException | Non
     parent.end(status, error)
 
 
-def _result(state: dict, parent: TrackedRun, status: str, found) -> SweepResult:
+def _result(state: dict, parent: TrackedRun, status: str, found, timings: dict[str, float]) -> SweepResult:
     return SweepResult(state["name"], parent.run_id, parent.experiment_id, parent.uri, status, 0.0, "", found,
-                       url=parent.ui_url())
+                       url=parent.ui_url(), timings=timings)
 
 
 @contextmanager

@@ -70,10 +70,11 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         row = self._row(trial)
         row["status"] = "TERMINATED"
+        # A trial that ran to its end closed its child run; one that a scheduler stopped did not.
         epochs = row.get("epochs") or 0
         stopped = self.max_epochs is not None and epochs < self.max_epochs
         if self._finish(trial, "FINISHED", stopped_early=stopped) and stopped:
-            row["status"] = "STOPPED"  # by the scheduler: the trial did not end its run itself
+            row["status"] = "STOPPED"
         self._ended(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

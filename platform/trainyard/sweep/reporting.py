@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytorch_lightning import Callback, Trainer
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
 from trainyard.spec import OptimizerSpec
@@ -58,8 +59,13 @@ class TrialLogger(Logger):
             self.child.buffer(metrics, step or 0)
 
 
-class TrialProgress(Callback):
-    """Per-epoch Tune reports, periodic checkpoints, and MLflow commits tied to those checkpoints."""
+class TrialProgress(Checkpoint):
+    """Per-epoch Tune reports, periodic checkpoints, and MLflow commits tied to those checkpoints.
+
+    A `Checkpoint` callback, so that Lightning calls it with the other checkpointing callbacks,
+    after the metrics are final; the trial puts it after ModelCheckpoint, whose files of the
+    epoch it must find.
+    """
 
     def __init__(self, report: Report, metric: str, mode: str, checkpoint_every: int, staging: Path,
                  child: ChildRun | None):
@@ -91,6 +97,12 @@ class TrialProgress(Callback):
     def on_train_epoch_start(self, trainer: Trainer, module) -> None:
         self.flush()
 
+    def state_dict(self) -> dict:
+        return {"best": self.best}  # a restored trial goes on from its best-so-far
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best", self.best)
+
     def flush(self) -> None:
         """Commit (with a checkpoint) and report what the last epoch produced. The trial calls
         it once more after training and testing, for the last epoch."""
@@ -111,12 +123,17 @@ class TrialProgress(Callback):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         trainer.save_checkpoint(folder / STATE_FILE, weights_only=False)  # every rank calls it; rank 0 writes
-        best = trainer.checkpoint_callback
+        best = model_checkpoint(trainer)
         if trainer.is_global_zero and best is not None and best.dirpath and Path(best.dirpath).is_dir():
             (folder / BEST_FOLDER).mkdir()
             for path in Path(best.dirpath).glob("*.ckpt"):
                 _link_or_copy(path, folder / BEST_FOLDER / path.name)
         return folder
+
+
+def model_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
+    """Lightning's best-checkpoint callback, if the spec keeps one."""
+    return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
 def restore_files(checkpoint_dir: Path, state: Path, best_dir: Path | None) -> None:

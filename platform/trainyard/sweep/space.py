@@ -46,20 +46,23 @@ def param_space(sweep: SweepSpec) -> dict[str, Any]:
     return {key: tune_domain(domain) for key, domain in sweep.space.items()}
 
 
-def search_algorithm(spec: ExperimentSpec):
-    """Random sampling (and grids) seeded by the spec's seed, or Optuna's TPE."""
+def search_algorithm(spec: ExperimentSpec, max_concurrent: int | None):
+    """Random sampling (and grids) seeded by the spec's seed, or Optuna's TPE; at most
+    `max_concurrent` trials at once (None: as many as the cluster's resources allow)."""
     sweep = spec.sweep
     if sweep.search == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        # Optuna logs one INFO line per trial; the sweep's own progress display says it better.
-        import optuna
-
+        # Optuna logs a line per trial; the sweep's own progress display says it better.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(seed=spec.seed)
+        searcher = OptunaSearch(seed=spec.seed)
+        return ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=spec.seed)
+    # Tune's max_concurrent_trials does not apply to this generator: it takes its own limit.
+    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=max_concurrent or 0)
 
 
 def scheduler(spec: ExperimentSpec):

@@ -28,6 +28,7 @@ from typing import Any
 
 from trainyard.errors import SpecError
 from trainyard.spec import set_path
+from trainyard.sweep.reporting import RUN_ID_KEY
 from trainyard.sweep.space import decode
 
 
@@ -81,19 +82,24 @@ def trial_main(config: dict[str, Any], job: SweepJob) -> None:
     """The Tune function: one trial, from its sampled values to a finished child run."""
     from ray import tune
 
+    from mlflow import MlflowClient
+
+    from trainyard.sweep.child_run import find_child
+
     trial_id = tune.get_context().get_trial_id()
-    done = _finished_result(job, trial_id)
-    if done is not None:
-        tune.report(done)
+    existing = find_child(MlflowClient(job.tracking_uri), job.experiment_id, job.parent_run_id, trial_id)
+    if existing is not None and existing.info.status == "FINISHED":
+        # It ended while the driver was down, after Tune's last snapshot: report, do not rerun.
+        tune.report(dict(existing.data.metrics) | {RUN_ID_KEY: existing.info.run_id})
         return
     experiment = job.trial_experiment(config)
     if experiment.spec.kind == "algorithm":
-        run_algorithm_trial(experiment, job, trial_id, config)
+        run_algorithm_trial(experiment, job, trial_id, config, existing)
     elif job.workers == 1:
         checkpoint = tune.get_checkpoint()
         with checkpoint.as_directory() if checkpoint else nullcontext() as restored:
             fit_trial(experiment, job, trial_id, config, rank=0, report=_tune_report,
-                      restored=Path(restored) if restored else None)
+                      restored=Path(restored) if restored else None, existing=existing)
     else:
         _train_with_workers(config, job, trial_id)
 
@@ -147,7 +153,7 @@ def _train_with_workers(config: dict[str, Any], job: SweepJob, trial_id: str) ->
 
 
 def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], rank: int, report,
-              restored: Path | None, trainer_options: dict[str, Any] | None = None) -> None:
+              restored: Path | None, trainer_options: dict[str, Any] | None = None, existing=None) -> None:
     """Build, (restore,) train and test one trial; rank 0 records it in the child run."""
     from pytorch_lightning import LightningModule
 
@@ -156,20 +162,23 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
         ApplyOptimizerSettings,
         TrialLogger,
         TrialProgress,
+        model_checkpoint,
         restore_files,
     )
 
     folder = local_folder(job, trial_id, rank)
     try:
         built = build(experiment, folder)
-        child = _open_child(experiment, job, trial_id, config) if rank == 0 else None
+        child = _open_child(experiment, job, trial_id, config, existing) if rank == 0 else None
         progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reports", child)
         callbacks = [progress]
         if type(built.model).configure_optimizers is LightningModule.configure_optimizers:  # bound from the spec
             callbacks.append(ApplyOptimizerSettings(experiment.spec.optimizer))
         trainer = make_trainer(experiment, folder / "checkpoints", callbacks, quiet=True,
-                               options={"devices": 1} | (trainer_options or {}))
+                               options={"devices": 1, "enable_checkpointing": True} | (trainer_options or {}))
+        trainer.callbacks = [c for c in trainer.callbacks if c is not progress] + [progress]  # after ModelCheckpoint
         trainer.loggers = [TrialLogger(child)]
+        best_files = model_checkpoint(trainer)
         state = None
         if restored is not None:
             state = folder / "state.ckpt"
@@ -179,10 +188,10 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
             started = time.perf_counter()
             trainer.fit(built.model, datamodule=built.data, ckpt_path=state)
             seconds = time.perf_counter() - started
-            _test(trainer, built)
+            _test(trainer, built, best_files)
             if child is not None:  # the test metrics reached the child through Lightning's logger
                 child.buffer({"trial/train_seconds": seconds}, trainer.global_step)
-                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                best = best_files.best_model_path if best_files else ""
                 if best and Path(best).is_file():
                     (folder / "best").mkdir()
                     (folder / "best" / "best.ckpt").symlink_to(Path(best).resolve())
@@ -209,13 +218,12 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _test(trainer, built) -> None:
+def _test(trainer, built, best_files) -> None:
     """Test the best weights on every rank. Rank 0 alone holds the best checkpoint file (workers
     may sit on other nodes), so it reads the weights and sends them to the others."""
     import torch
 
-    callback = trainer.checkpoint_callback
-    best = callback.best_model_path if callback is not None and trainer.is_global_zero else ""
+    best = best_files.best_model_path if best_files is not None and trainer.is_global_zero else ""
     state = None
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
@@ -225,7 +233,7 @@ def _test(trainer, built) -> None:
     trainer.test(built.model, datamodule=built.data, verbose=False)
 
 
-def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any]):
+def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=None):
     import ray
 
     from trainyard.sweep.child_run import ChildRun
@@ -233,8 +241,8 @@ def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, A
     runtime = ray.get_runtime_context()
     tags = job.tags | {"trainyard.ray.node_id": runtime.get_node_id(), "trainyard.ray.pid": str(os.getpid()),
                        "trainyard.sweep.values": ", ".join(f"{k}={decode(v)}" for k, v in config.items())[:500]}
-    return ChildRun.open(job.tracking_uri, job.experiment, job.experiment_id, job.parent_run_id, trial_id,
-                         f"trial-{trial_id}", experiment.flat_params(), tags)
+    return ChildRun.open(job.tracking_uri, job.experiment_id, job.parent_run_id, trial_id, f"trial-{trial_id}",
+                         experiment.flat_params(), tags, existing)
 
 
 # --- an algorithm trial ----------------------------------------------------------------------
@@ -251,17 +259,16 @@ class _ChildSink:
         self.child.buffer(metrics, step)
 
 
-def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any]) -> None:
+def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=None) -> None:
     """An algorithm runs to its end and reports once (it has no epochs to checkpoint between)."""
     from ray import tune
 
     from trainyard.run import build
-    from trainyard.sweep.reporting import RUN_ID_KEY
 
     folder = local_folder(job, trial_id, 0)
     try:
         built = build(experiment, folder)
-        child = _open_child(experiment, job, trial_id, config)
+        child = _open_child(experiment, job, trial_id, config, existing)
         artifacts = folder / "artifacts"
         artifacts.mkdir()
         try:
@@ -286,19 +293,6 @@ def _tune_report(metrics: dict, checkpoint: Path | None) -> None:
     from ray import tune
 
     tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
-
-
-def _finished_result(job: SweepJob, trial_id: str) -> dict[str, Any] | None:
-    """The last result of a trial whose child run already FINISHED, or None."""
-    from mlflow import MlflowClient
-
-    from trainyard.sweep.child_run import find_child
-    from trainyard.sweep.reporting import RUN_ID_KEY
-
-    run = find_child(MlflowClient(job.tracking_uri), job.experiment_id, job.parent_run_id, trial_id)
-    if run is None or run.info.status != "FINISHED":
-        return None
-    return dict(run.data.metrics) | {RUN_ID_KEY: run.info.run_id}
 
 
 def _join(base: str, name: str) -> str:
