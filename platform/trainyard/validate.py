@@ -40,6 +40,7 @@ class Experiment:
     source: str = "<spec>"
     path: Path | None = None
     overrides: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # the spec as written, --set applied
 
     def __getattr__(self, section: str) -> Resolved | None:
         if section in SECTION_KIND:
@@ -84,7 +85,7 @@ def validate_experiment(data: dict[str, Any], registry: Registry | None = None,
             problems += _check_sweep(data, spec, registry) + _check_sweep_training(spec)
     if problems:
         raise SpecError([_mark_overridden(problem, overridden) for problem in problems])
-    return Experiment(spec, components, overrides=list(overridden))
+    return Experiment(spec, components, overrides=list(overridden), data=data)
 
 
 def _check(data: dict[str, Any], registry: Registry) -> tuple[list[Problem], ExperimentSpec | None, dict]:

@@ -25,16 +25,16 @@ seed: 0
 data: {{name: example.blobs, params: {{samples: 300, batch_size: 30}}}}
 model: {{name: example.mlp, params: {{hidden: 16{model_params}}}}}
 optimizer: {{name: sgd, lr: 0.3}}
-trainer: {{max_epochs: {epochs}, checkpoint: {{monitor: val/acc, mode: max}}}}
+trainer: {{max_epochs: {epochs}, checkpoint: {{monitor: val/acc, mode: max}}{trainer_options}}}
 tracking: {{experiment: sweeps}}
 """
 
 
 def blobs_spec(folder: Path, sweep: str, name: str = "blobs-sweep", epochs: int = 4, model_params: str = "",
-               extra: str = "") -> Path:
+               trainer_options: str = "", extra: str = "") -> Path:
     """A spec over the example plugin's blobs and MLP (10 steps an epoch) with the given sweep section."""
-    text = BLOBS.format(name=name, epochs=epochs, model_params=model_params) + textwrap.dedent(extra) \
-        + textwrap.dedent(sweep)
+    text = BLOBS.format(name=name, epochs=epochs, model_params=model_params, trainer_options=trainer_options) \
+        + textwrap.dedent(extra) + textwrap.dedent(sweep)
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path

@@ -79,7 +79,7 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
         experiment.source, experiment.path = state["source"], Path(state["spec_path"]) if state.get("spec_path") else None
         spec = experiment.spec
     else:
-        state = {"name": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "spec": _raw_spec(experiment),
+        state = {"name": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "spec": experiment.data,
                  "source": experiment.source, "spec_path": str(experiment.path) if experiment.path else None}
     check_reachable(uri)  # before Ray starts: a wrong URI is bad input, not a failed sweep
     name = state["name"]
@@ -270,11 +270,6 @@ def _write_state(folder: str, state: dict[str, Any]) -> None:
     filesystem.create_dir(path, recursive=True)
     with filesystem.open_output_stream(f"{path}/{STATE_FILE}") as stream:
         stream.write(json.dumps(state, indent=2, default=str).encode())
-
-
-def _raw_spec(experiment: Experiment) -> dict[str, Any]:
-    """The spec as the user wrote it (overrides applied): trials validate it again, on their node."""
-    return experiment.spec.model_dump(mode="json", exclude_unset=True)
 
 
 def _trial_folder(trial) -> str:

@@ -1,0 +1,95 @@
+"""Fault tolerance: a killed trial worker is retried from its checkpoint, and a killed driver's
+sweep resumes under the same parent run; MLflow histories stay continuous throughout."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from conftest import blobs_spec, kill_session, run_sweep, sqlite_store, start_sweep, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+EPOCH_END_STEPS = [10 * epoch + 9 for epoch in range(6)]  # 10 steps an epoch; Lightning logs at the last
+
+
+def assert_continuous(store, run) -> None:
+    """Every epoch once, in order, and every step-level value once: nothing missing or repeated."""
+    assert [step for step, _ in store.history(run.info.run_id, "val/acc")] == EPOCH_END_STEPS
+    loss_steps = [step for step, _ in store.history(run.info.run_id, "train/loss")]
+    assert loss_steps == sorted(set(loss_steps)) and loss_steps[-1] > EPOCH_END_STEPS[-2]
+
+
+def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path, sweep_env):
+    sweep = """\
+    sweep:
+      metric: val/acc
+      mode: max
+      max_failures: 1
+      space:
+        optimizer.lr: {grid: [0.3]}
+    """
+    path = blobs_spec(tmp_path, sweep, epochs=6, model_params=", seconds_per_step: 0.05",
+                      trainer_options=", log_every_n_steps: 5")
+    store = sqlite_store(tmp_path)
+    process = start_sweep(path, env=sweep_env)
+    try:
+        trial = wait_until(lambda: next((run for run in store.children()
+                                         if len(store.history(run.info.run_id, "val/acc")) >= 2), None),
+                           timeout=180, what="two epochs of the trial", process=process)
+        os.kill(int(trial.data.tags["trainyard.ray.pid"]), signal.SIGKILL)
+        out, err = process.communicate(timeout=300)
+    finally:
+        kill_session(process)
+    assert process.returncode == 0, out + err
+    [run] = store.children()
+    assert run.info.status == "FINISHED" and run.data.tags["trainyard.trial.attempt"] == "2"
+    assert run.data.tags["trainyard.ray.pid"] != trial.data.tags["trainyard.ray.pid"]
+    assert_continuous(store, run)
+    assert run.data.metrics["test/acc"] > 0.9
+
+
+def test_a_killed_driver_resumes_under_the_same_parent_without_rerunning_finished_trials(tmp_path, sweep_env):
+    sweep = """\
+    sweep:
+      metric: val/acc
+      mode: max
+      max_concurrent: 2
+      space:
+        optimizer.lr: {grid: [0.3, 0.2, 0.1, 0.05]}
+    """
+    # Two at a time: the kill comes once the first pair has finished and the next is midway.
+    spec = blobs_spec(tmp_path, sweep, epochs=6, model_params=", seconds_per_step: 0.05")
+    store = sqlite_store(tmp_path)
+    process = start_sweep(spec, env=sweep_env)
+    try:
+        wait_until(lambda: any(run.info.status == "FINISHED" for run in store.children())
+                   and any(run.info.status == "RUNNING" and len(store.history(run.info.run_id, "val/acc")) >= 2
+                           for run in store.children()),
+                   timeout=240, what="a finished trial and one midway", process=process, interval=0.2)
+        process.send_signal(signal.SIGKILL)  # the driver alone; its local Ray instance goes with it
+        process.wait(timeout=60)
+    finally:
+        kill_session(process)
+    [parent] = store.parents()
+    assert parent.info.status == "RUNNING"  # nothing could end it
+    before = {run.data.tags["trainyard.trial_id"]: run for run in store.children()}
+    finished_before = {trial: run for trial, run in before.items() if run.info.status == "FINISHED"}
+    interrupted = {trial for trial, run in before.items() if run.info.status == "RUNNING"}
+
+    result = run_sweep(spec, "--resume", env=sweep_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [resumed] = store.parents()
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    after = {run.data.tags["trainyard.trial_id"]: run for run in store.children()}
+    assert len(after) == 4 and all(run.info.status == "FINISHED" for run in after.values())
+    for trial, run in finished_before.items():  # not rerun: same run, untouched
+        assert after[trial].info.end_time == run.info.end_time
+        assert after[trial].data.tags["trainyard.trial.attempt"] == "1"
+    for trial in interrupted:  # continued in the same child run, from its checkpoint
+        assert after[trial].data.tags["trainyard.trial.attempt"] == "2"
+    for run in after.values():
+        assert_continuous(store, run)
+    assert resumed.data.metrics["sweep/finished"] == 4
