@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -81,33 +82,45 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
     else:
         state = {"name": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "spec": experiment.data,
                  "source": experiment.source, "spec_path": str(experiment.path) if experiment.path else None}
-    check_reachable(uri)  # before Ray starts: a wrong URI is bad input, not a failed sweep
+    if not uri.startswith(("sqlite:", "file:")) and "://" in uri:
+        check_reachable(uri)  # a server that cannot be reached is bad input, found before Ray starts
     name = state["name"]
     folder = _join(storage, name)
     local = Path(folder) if _is_local(storage) else Path(DEFAULT_STORAGE).resolve() / name
-    local.mkdir(parents=True, exist_ok=True)
     for key, value in TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
 
     started = time.perf_counter()
-    with _driver_output(local / "driver.log") as log_file:
-        from trainyard.sweep import cluster
+    # Ray's and Tune's output goes to a log file: a temporary one until the sweep is sure to
+    # start (a preflight error leaves no sweep folder behind), then driver.log in its folder.
+    log = Path(tempfile.mkstemp(prefix="trainyard-driver-", suffix=".log")[1])
+    launched = False
+    try:
+        with _driver_output(log) as log_file:
+            from trainyard.sweep import cluster
 
-        env_vars = {key: os.environ[key] for key in ("TRAINYARD_PLUGINS",) if key in os.environ}
-        ray_cluster = cluster.connect(options.address, env_vars)
-        ray_start = time.perf_counter() - started
-        try:
-            _route_ray_logging(log_file)
-            parent, warnings = _start_parent(experiment, state, ray_cluster, uri, storage, options)
-            if not options.resume:
-                _write_state(folder, state)
-            result = _tune(experiment, state, parent, storage, options, ray_cluster, console, local)
-            result.warnings = warnings
-            result.timings = {"ray_start": ray_start} | result.timings
-        finally:
-            import ray
+            env_vars = {key: os.environ[key] for key in ("TRAINYARD_PLUGINS",) if key in os.environ}
+            ray_cluster = cluster.connect(options.address, env_vars)
+            ray_start = time.perf_counter() - started
+            try:
+                _route_ray_logging(log_file)
+                parent, warnings = _start_parent(experiment, state, ray_cluster, uri, storage, options)
+                launched = True
+                if not options.resume:
+                    _write_state(folder, state)
+                result = _tune(experiment, state, parent, storage, options, ray_cluster, console, local)
+                result.warnings = warnings
+                result.timings = {"ray_start": ray_start} | result.timings
+            finally:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
+    finally:
+        if launched:
+            local.mkdir(parents=True, exist_ok=True)
+            with open(local / "driver.log", "ab") as kept:
+                kept.write(log.read_bytes())
+        log.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     result.folder = folder
     result.driver_log = str(local / "driver.log")
@@ -123,12 +136,13 @@ def _start_parent(experiment: Experiment, state: dict, ray_cluster, uri: str, st
     from trainyard.sweep import cluster
 
     spec, sweep = experiment.spec, experiment.spec.sweep
-    client = MlflowClient(uri)
     experiment_name = spec.tracking.experiment or spec.name
     problems, warnings = cluster.preflight(ray_cluster, uri, storage, sweep.workers, sweep.resources.cpu,
                                            sweep.resources.gpu)
     if problems:
         raise SpecError(problems)
+    check_reachable(uri)  # a SQLite store is created here, once nothing can stop the sweep
+    client = MlflowClient(uri)
     experiment_id = experiment_id_for(client, experiment_name)
     problems = cluster.artifact_problems(ray_cluster, client.get_experiment(experiment_id).artifact_location)
     if problems:

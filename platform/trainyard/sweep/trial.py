@@ -20,8 +20,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,10 +121,15 @@ def worker_main(loop_config: dict[str, Any]) -> None:
         kept = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint and rank == 0 else None
         ray.train.report(metrics, checkpoint=kept)
 
+    trial_id = loop_config["trial_id"]
+    log = Path(tempfile.gettempdir()) / "trainyard-trials" / job.name / f"{trial_id}-rank{rank}.log"
     checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else nullcontext() as restored:
-        fit_trial(experiment, job, loop_config["trial_id"], config, rank=rank, report=report,
-                  restored=Path(restored) if restored else None, trainer_options=trainer_options)
+    try:
+        with _output_to(log), checkpoint.as_directory() if checkpoint else nullcontext() as restored:
+            fit_trial(experiment, job, trial_id, config, rank=rank, report=report,
+                      restored=Path(restored) if restored else None, trainer_options=trainer_options)
+    finally:
+        _upload(log, _join(_join(job.storage_path, job.name), f"{trial_id}/rank{rank}.log"))
 
 
 def _train_with_workers(config: dict[str, Any], job: SweepJob, trial_id: str) -> None:
@@ -240,6 +245,7 @@ def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, A
 
     runtime = ray.get_runtime_context()
     tags = job.tags | {"trainyard.ray.node_id": runtime.get_node_id(), "trainyard.ray.pid": str(os.getpid()),
+                       "trainyard.trial.workers": str(job.workers),
                        "trainyard.sweep.values": ", ".join(f"{k}={decode(v)}" for k, v in config.items())[:500]}
     return ChildRun.open(job.tracking_uri, job.experiment_id, job.parent_run_id, trial_id, f"trial-{trial_id}",
                          experiment.flat_params(), tags, existing)
@@ -293,6 +299,32 @@ def _tune_report(metrics: dict, checkpoint: Path | None) -> None:
     from ray import tune
 
     tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+
+
+@contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """A Ray Train worker's prints and warnings, into a file of its own (Tune's per-trial output
+    file covers the trial actor only, not the workers it starts)."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", buffering=1) as sink, redirect_stdout(sink), redirect_stderr(sink):
+        yield
+
+
+def _upload(path: Path, target: str) -> None:
+    """Copy a worker's log next to the trial's output.log in the storage (a folder or a URI)."""
+    import pyarrow.fs as pafs
+
+    if not path.is_file():
+        return
+    try:
+        filesystem, location = pafs.FileSystem.from_uri(target if "://" in target else str(Path(target).resolve()))
+        filesystem.create_dir(location.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(path), location, destination_filesystem=filesystem)
+        path.unlink()
+    except OSError:
+        pass  # the log stays in the node's temporary folder; losing it must not fail the trial
 
 
 def _join(base: str, name: str) -> str:
