@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # Written after a successful install; rebuilt when the dependencies change.
 INSTALLED := $(VENV)/.installed
 SPEC ?= experiments/cnn/lenet5_digits.yaml
-# One pytest worker per core (pytest-xdist); PYTEST_ARGS="-n 0 -k name" for a single test.
-PYTEST_ARGS ?= -n auto
+# One pytest worker per core (pytest-xdist); tests that start Ray share one worker (--dist loadgroup)
+# so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
+PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: install demo test ui benchmark clean
 
