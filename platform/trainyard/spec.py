@@ -227,11 +227,13 @@ class SchedulerSpec(Section):
         None, ge=1, description="Epochs between exploit/explore steps (pbt; default sweep.checkpoint_every).")
     quantile_fraction: float | None = Field(
         None, gt=0, le=0.5, description="Bottom fraction that copies the top fraction's checkpoints (pbt; default 0.25).")
+    synch: bool | None = Field(
+        None, description="Perturb when every running trial has reached the interval, not as each arrives (pbt).")
 
     @model_validator(mode="after")
     def _options_belong_to_scheduler(self) -> SchedulerSpec:
         owners = {"max_t": "asha", "grace_period": "asha", "reduction_factor": "asha",
-                  "perturbation_interval": "pbt", "quantile_fraction": "pbt"}
+                  "perturbation_interval": "pbt", "quantile_fraction": "pbt", "synch": "pbt"}
         for option, owner in owners.items():
             if getattr(self, option) is not None and self.name != owner:
                 raise ValueError(f"{option!r} is an option of {owner}, not {self.name}")

@@ -36,10 +36,12 @@ def find_child(client, experiment_id: str, parent_run_id: str, trial_id: str):
 class ChildRun:
     """The child run of one trial, with the metric buffer described in the module docstring."""
 
-    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], attempt: int):
+    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], attempt: int,
+                 mutated: dict[str, Any] | None = None):
         self.tracked = tracked
         self.watermark = watermark
         self.attempt = attempt
+        self.mutated = mutated or {}  # spec values PBT changed since the run's params were logged
         self.pending: list = []
 
     @property
@@ -73,15 +75,10 @@ class ChildRun:
         logged = existing.data.params
         changed = {key: value for key, value in params.items() if key in logged and logged[key] != str(value)}
         if changed:
-            # Params are immutable in MLflow: PBT's mutations are kept as a tag and, when
-            # numeric, as metrics from the step where they took effect.
-            step = max(watermark.values(), default=0)
+            # Params are immutable in MLflow: PBT's mutations are kept as a tag, and (by the
+            # trial, from the step where they take effect) as pbt/<key> metrics.
             tracked.set_tags({"trainyard.pbt.config": ", ".join(f"{k}={v}" for k, v in changed.items())[:500]})
-            numeric = {f"pbt/{k}": float(v) for k, v in changed.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            if numeric:
-                tracked.log_metrics(numeric, step)
-        return cls(tracked, watermark, attempt)
+        return cls(tracked, watermark, attempt, changed)
 
     def buffer(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric

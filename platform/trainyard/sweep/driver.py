@@ -214,7 +214,9 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
                 # to the trial's folder in the storage whenever it checkpoints and when it ends.
                 log_to_file="output.log", sync_config=tune.SyncConfig(sync_artifacts=True),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                # A retry needs the latest checkpoint; PBT may hand an older one of the trial it
+                # copies to another trial, so with PBT every checkpoint is kept.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if sweep.scheduler.name == "pbt" else 2)))
     timings = {}
     try:
         started = time.perf_counter()

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trainyard.sweep.child_run import finish_for_trial
-from trainyard.sweep.reporting import RUN_ID_KEY
+from trainyard.sweep.reporting import EPOCH_KEY, FINAL_KEY, RUN_ID_KEY
 from trainyard.sweep.space import TIME_ATTR, decode, short_names
 
 STATUS_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "TERMINATED": "green", "ERROR": "red"}
@@ -61,7 +61,7 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         row = self._row(trial)
         row["status"] = "RUNNING"
-        row["epochs"] = result.get(TIME_ATTR, row.get("epochs"))
+        row["epochs"] = result.get(EPOCH_KEY, result.get(TIME_ATTR, row.get("epochs")))
         for key in (self.metric, f"best/{self.metric}"):
             if isinstance(result.get(key), (int, float)):
                 row[key] = result[key]
@@ -70,9 +70,10 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         row = self._row(trial)
         row["status"] = "TERMINATED"
-        # A trial that ran to its end closed its child run; one that a scheduler stopped did not.
-        epochs = row.get("epochs") or 0
-        stopped = self.max_epochs is not None and epochs < self.max_epochs
+        # A trial that ran to its end closes its child run itself (this may run first: the
+        # status is set either way); one that a scheduler stopped does not.
+        final = bool((trial.last_result or {}).get(FINAL_KEY))
+        stopped = not final and self.max_epochs is not None and (row.get("epochs") or 0) < self.max_epochs
         if self._finish(trial, "FINISHED", stopped_early=stopped) and stopped:
             row["status"] = "STOPPED"
         self._ended(trial)
@@ -88,7 +89,7 @@ class SweepProgress(Callback):
             if "status" not in row or trial.status in ("PENDING", "PAUSED"):
                 row["status"] = trial.status
                 result = trial.last_result or {}
-                row.setdefault("epochs", result.get(TIME_ATTR))
+                row.setdefault("epochs", result.get(EPOCH_KEY, result.get(TIME_ATTR)))
                 for key in (self.metric, f"best/{self.metric}"):
                     if isinstance(result.get(key), (int, float)):
                         row.setdefault(key, result[key])

@@ -30,6 +30,8 @@ from trainyard.sweep.child_run import ChildRun
 STATE_FILE = "state.ckpt"  # the full training state, for trainer.fit(ckpt_path=...)
 BEST_FOLDER = "checkpoints"  # the files of Lightning's ModelCheckpoint, under their own names
 RUN_ID_KEY = "trainyard_run_id"  # travels in Tune results so the driver can find the child run
+EPOCH_KEY = "trainyard_epoch"
+FINAL_KEY = "trainyard_final"  # the trial's last report, sent after testing: it ended on its own
 
 # report(metrics, checkpoint_dir or None): tune.report in a trial actor, ray.train.report in a
 # Ray Train worker.
@@ -92,7 +94,15 @@ class TrialProgress(Checkpoint):
         if self.child is not None:
             metrics[RUN_ID_KEY] = self.child.run_id
         epoch = trainer.current_epoch + 1
+        metrics[EPOCH_KEY] = epoch  # Tune's own count of reports is not the epoch after a PBT exploit
         self.pending = (metrics, self._save(trainer, epoch) if epoch % self.checkpoint_every == 0 else None)
+
+    def on_train_start(self, trainer: Trainer, module) -> None:
+        if self.child is not None:  # after a restore: PBT's values, from the step they apply
+            numeric = {f"pbt/{key}": float(value) for key, value in self.child.mutated.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            if numeric:
+                self.child.buffer(numeric, trainer.global_step)
 
     def on_train_epoch_start(self, trainer: Trainer, module) -> None:
         self.flush()
@@ -103,13 +113,16 @@ class TrialProgress(Checkpoint):
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best", self.best)
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         """Commit (with a checkpoint) and report what the last epoch produced. The trial calls
-        it once more after training and testing, for the last epoch."""
+        it once more after training and testing (`final`), for the last epoch: that report says
+        the trial is done, so no scheduler acts on it (PBT would exploit a finished trial)."""
         if self.pending is None:
             return
         metrics, checkpoint = self.pending
         self.pending = None
+        if final:
+            metrics |= {"done": True, FINAL_KEY: True}
         if checkpoint is not None and self.child is not None:
             self.child.commit()
         try:

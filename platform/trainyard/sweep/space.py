@@ -76,7 +76,8 @@ def scheduler(spec: ExperimentSpec):
     if options.name == "pbt":
         return PopulationBasedTraining(
             time_attr=TIME_ATTR, perturbation_interval=options.perturbation_interval or spec.sweep.checkpoint_every,
-            hyperparam_mutations=param_space(spec.sweep), quantile_fraction=options.quantile_fraction or 0.25)
+            hyperparam_mutations=param_space(spec.sweep), quantile_fraction=options.quantile_fraction or 0.25,
+            synch=bool(options.synch))
     return FIFOScheduler()
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from trainyard.errors import SpecError
 from trainyard.spec import set_path
-from trainyard.sweep.reporting import RUN_ID_KEY
+from trainyard.sweep.reporting import FINAL_KEY, RUN_ID_KEY
 from trainyard.sweep.space import decode
 
 
@@ -90,7 +90,7 @@ def trial_main(config: dict[str, Any], job: SweepJob) -> None:
     existing = find_child(MlflowClient(job.tracking_uri), job.experiment_id, job.parent_run_id, trial_id)
     if existing is not None and existing.info.status == "FINISHED":
         # It ended while the driver was down, after Tune's last snapshot: report, do not rerun.
-        tune.report(dict(existing.data.metrics) | {RUN_ID_KEY: existing.info.run_id})
+        tune.report(dict(existing.data.metrics) | {RUN_ID_KEY: existing.info.run_id, FINAL_KEY: True, "done": True})
         return
     experiment = job.trial_experiment(config)
     if experiment.spec.kind == "algorithm":
@@ -192,20 +192,22 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
         try:
             started = time.perf_counter()
             trainer.fit(built.model, datamodule=built.data, ckpt_path=state)
-            seconds = time.perf_counter() - started
+            fitted = time.perf_counter()
             _test(trainer, built, best_files)
             if child is not None:  # the test metrics reached the child through Lightning's logger
-                child.buffer({"trial/train_seconds": seconds}, trainer.global_step)
+                # The trial's own work, for telling it apart from the sweep's bookkeeping.
+                child.buffer({"trial/fit_seconds": fitted - started, "trial/test_seconds": time.perf_counter() - fitted},
+                             trainer.global_step)
                 best = best_files.best_model_path if best_files else ""
                 if best and Path(best).is_file():
                     (folder / "best").mkdir()
                     (folder / "best" / "best.ckpt").symlink_to(Path(best).resolve())
                     child.tracked.log_artifacts(folder / "best", "checkpoints")  # as `trainyard run` names it
                 child.commit()
-            # The last epoch is reported after testing: a scheduler may answer it with STOP
-            # (ASHA does at max_t), which ends this thread.
+            # The last epoch is reported after testing, as the trial's end: Tune answers it by
+            # stopping this thread.
             finishing = True
-            progress.flush()
+            progress.flush(final=True)
         except SystemExit:
             # Tune stopped the trial: a scheduler's decision, or a PBT pause. Keep what was
             # measured; unless training had ended, the driver sets the status, as a paused
@@ -280,14 +282,14 @@ def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mappin
         try:
             started = time.perf_counter()
             metrics = {key: float(value) for key, value in (built.algorithm.run(_ChildSink(child, artifacts)) or {}).items()}
-            child.buffer(metrics | {"trial/train_seconds": time.perf_counter() - started}, 0)
+            child.buffer(metrics | {"trial/fit_seconds": time.perf_counter() - started}, 0)
             if any(artifacts.iterdir()):
                 child.tracked.log_artifacts(artifacts)
         except BaseException as error:
             child.end("FAILED", error)
             raise
         child.end("FINISHED")
-        tune.report(metrics | {RUN_ID_KEY: child.run_id})
+        tune.report(metrics | {RUN_ID_KEY: child.run_id, FINAL_KEY: True, "done": True})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,0 +1,167 @@
+"""What a sweep costs beyond its trials' own work, on this machine (2 cores, a local Ray instance).
+
+    .venv/bin/python benchmarks/bench_sweep_overhead.py [--repeats 3] [--skip-real] [--skip-trivial]
+
+1. Trivial trials. Sweeps of 20 and 100 trials of a trivial algorithm (one pull of the example
+   plugin's two-armed bandit: microseconds of work), interleaved, each repeat a full `trainyard
+   sweep` (Ray start, parent run, Tune, child runs, summary). Printed, as medians:
+   - the cost of each additional trial: (trial phase at 100 - at 20) / 80. Target: <= 100 ms.
+     This is the bookkeeping that grows with the number of trials (Tune's scheduling, the trial
+     actor's call, the child run in MLflow, the driver's callback).
+   - the fixed cost of a sweep (Ray start; trial processes importing torch, Lightning and MLflow
+     before their first trial; the summary), and the plain wall time per trial at 100.
+   For reference, FACTS.md measured Tune alone at 47 ms per trivial trial (actors reused, file
+   loggers off) and 1.45 s with its defaults.
+
+2. Real trials. 16 trials of LeNet-5 on the digits, one epoch each, two at a time (one CPU each).
+   The ideal is the sum of the trials' own training times (fit and test, measured inside each
+   trial) divided by 2. Printed: the trial phase's wall time over the ideal (target <= 1.3), both
+   from the moment Tune starts (trial processes still importing) and over the span in which
+   trials ran (processes warm), and the whole command's wall time.
+
+The example plugin comes from tests/fixtures/example_plugin, installed into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRIVIAL = """\
+name: trivial
+env: {{name: example.bandit}}
+algorithm: {{name: example.greedy, params: {{pulls: 1}}}}
+tracking: {{experiment: trivial}}
+sweep:
+  metric: test/mean_reward
+  mode: max
+  num_samples: {trials}
+  space:
+    algorithm.params.epsilon: {{uniform: [0.0, 1.0]}}
+"""
+
+
+def install_example_plugin(target: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(ROOT / "tests" / "fixtures" / "example_plugin")],
+                   check=True)
+
+
+def sweep(spec: Path, overrides: list[str]):
+    """One `trainyard sweep` in this process; returns the result and its wall time."""
+    from rich.console import Console
+
+    from trainyard.registry import reset_registry
+    from trainyard.sweep import SweepOptions, run_sweep
+    from trainyard.validate import load_experiment
+
+    reset_registry()
+    started = time.perf_counter()
+    experiment = load_experiment(spec, overrides)
+    with open(os.devnull, "w") as quiet:
+        result = run_sweep(experiment, SweepOptions(), Console(file=quiet))
+    assert result.status == "FINISHED" and not result.failed, result
+    return result, time.perf_counter() - started
+
+
+def own_seconds(result) -> list[float]:
+    return [row.metrics.get("trial/fit_seconds", 0.0) + row.metrics.get("trial/test_seconds", 0.0)
+            for row in result.summary.rows]
+
+
+def trial_span(result) -> float:
+    """Seconds from the first child run's start to the last one's end (trial processes warm)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(result.tracking_uri)
+    runs = [client.get_run(row.run_id).info for row in result.summary.rows]
+    return (max(run.end_time for run in runs) - min(run.start_time for run in runs)) / 1000
+
+
+def trivial(folder: Path, repeats: int) -> None:
+    spec = folder / "trivial.yaml"
+    phases: dict[int, list[float]] = {20: [], 100: []}
+    fixed, walls = [], []
+    for repeat in range(repeats):
+        for trials in (20, 100) if repeat % 2 == 0 else (100, 20):
+            spec.write_text(TRIVIAL.format(trials=trials))
+            result, wall = sweep(spec, [])
+            assert len(result.summary.rows) == trials
+            phases[trials].append(result.timings["trials"])
+            if trials == 100:
+                walls.append(wall)
+                fixed.append(wall - result.timings["trials"])
+            print(f"  repeat {repeat + 1}: {trials:3d} trivial trials: trial phase {result.timings['trials']:6.2f} s, "
+                  f"whole sweep {wall:6.2f} s", flush=True)
+    t20, t100 = statistics.median(phases[20]), statistics.median(phases[100])
+    per_trial = (t100 - t20) / 80
+    print("\ntrivial trials (medians)")
+    print(f"  trial phase:  20 trials {t20:.2f} s   100 trials {t100:.2f} s")
+    print(f"  each additional trial costs {per_trial * 1000:.0f} ms   (target <= 100 ms)  "
+          f"{'MET' if per_trial <= 0.1 else 'NOT MET'}")
+    print(f"  fixed cost outside the trial phase {statistics.median(fixed):.2f} s; the trial phase's own start-up "
+          f"(trial processes importing torch, Lightning, MLflow) is {t100 - 100 * per_trial:.2f} s")
+    print(f"  plain wall time per trial at 100: trial phase {t100 / 100 * 1000:.0f} ms, "
+          f"whole command {statistics.median(walls) / 100 * 1000:.0f} ms")
+
+
+def real(folder: Path, repeats: int) -> None:
+    spec = ROOT / "experiments" / "cnn" / "lenet5_digits_sweep.yaml"
+    overrides = ["trainer.max_epochs=1", "sweep.num_samples=16", "sweep.max_concurrent=2",
+                 "sweep.scheduler.name=fifo", "sweep.scheduler.grace_period=null",
+                 "sweep.scheduler.reduction_factor=null", f"tracking.uri=sqlite:///{folder / 'real.db'}",
+                 f"sweep.storage_path={folder / 'sweeps'}"]
+    phase_ratios, span_ratios, walls, ideals = [], [], [], []
+    for repeat in range(repeats):
+        result, wall = sweep(spec, overrides)
+        own = own_seconds(result)
+        assert len(own) == 16 and all(own)
+        ideal = sum(own) / 2
+        phase, span = result.timings["trials"], trial_span(result)
+        phase_ratios.append(phase / ideal)
+        span_ratios.append(span / ideal)
+        walls.append(wall)
+        ideals.append(ideal)
+        print(f"  repeat {repeat + 1}: 16 trials, own time {sum(own):.2f} s (median {statistics.median(own):.2f} s a "
+              f"trial), ideal {ideal:.2f} s; trial phase {phase:.2f} s ({phase / ideal:.2f}x), trials' span "
+              f"{span:.2f} s ({span / ideal:.2f}x), whole command {wall:.2f} s", flush=True)
+    print("\n16 one-epoch digits trials, two at a time (medians)")
+    print(f"  ideal (sum of fit+test times / 2) {statistics.median(ideals):.2f} s")
+    print(f"  trials' span / ideal        {statistics.median(span_ratios):.2f}x   (target <= 1.3)  "
+          f"{'MET' if statistics.median(span_ratios) <= 1.3 else 'NOT MET'}")
+    print(f"  trial phase / ideal         {statistics.median(phase_ratios):.2f}x   (includes starting the trial "
+          "processes)")
+    print(f"  whole command / ideal       {statistics.median(walls) / statistics.median(ideals):.2f}x   "
+          "(includes starting Ray)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-trivial", action="store_true")
+    parser.add_argument("--skip-real", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        folder = Path(tmp)
+        install_example_plugin(folder / "site")
+        sys.path.insert(0, str(folder / "site"))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder / "site"), os.environ.get("PYTHONPATH")]))
+        os.chdir(folder)  # sqlite:///mlflow.db and ./sweeps land here
+        print(f"Ray sweeps on {os.cpu_count()} cores, {args.repeats} repeats", flush=True)
+        if not args.skip_trivial:
+            trivial(folder, args.repeats)
+        if not args.skip_real:
+            print(flush=True)
+            real(folder, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
