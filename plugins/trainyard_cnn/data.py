@@ -8,6 +8,8 @@ The file formats are read by `trainyard_cnn.datasets`.
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 from typing import Literal
 
@@ -127,14 +129,23 @@ class Digits(ImageDataModule):
         self.classes = classes
 
     def load(self) -> dict[str, Arrays]:
-        from sklearn.datasets import load_digits
-
-        pixels, digits = load_digits(return_X_y=True)  # (N, 64) in 0..16, (N,)
+        pixels, digits = _digits()  # (N, 64) in 0..16, (N,)
         keep = np.isin(digits, self.classes)
         relabel = {digit: index for index, digit in enumerate(self.classes)}
         labels = np.array([relabel[d] for d in digits[keep]], dtype=np.int64)
         images = (pixels[keep] / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)  # (N, 64) -> (N, 1, 8, 8)
         return _split_test(images, labels, self.params.test_fraction, self.params.split_seed)
+
+
+@functools.cache
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits, read from scikit-learn's file once per process (a sweep's trials share a process)."""
+    from sklearn.datasets import load_digits
+
+    pixels, digits = load_digits(return_X_y=True)
+    pixels.setflags(write=False)
+    digits.setflags(write=False)
+    return pixels, digits
 
 
 # --- MNIST and Fashion-MNIST (IDX files) -----------------------------------------------------

@@ -23,6 +23,7 @@ from trainyard.tracking import TrackedRun
 TRIAL_ID_TAG = "trainyard.trial_id"
 ATTEMPT_TAG = "trainyard.trial.attempt"
 STOPPED_TAG = "trainyard.trial.stopped_early"
+LOOK_UP = object()  # ChildRun.open's default: find the trial's run in the store
 
 
 def find_child(client, experiment_id: str, parent_run_id: str, trial_id: str):
@@ -50,14 +51,16 @@ class ChildRun:
 
     @classmethod
     def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
-             params: Mapping[str, Any], tags: dict[str, str], existing=None) -> ChildRun:
-        """Continue the trial's child run if it exists (a retry), else create it. `existing` is the
-        run when the caller looked it up already (one query per trial counts, for short trials)."""
+             params: Mapping[str, Any], tags: dict[str, str], existing=LOOK_UP) -> ChildRun:
+        """Continue the trial's child run if it exists (a retry), else create it. `existing` is what
+        the caller found when it looked the run up already (one query per trial counts, for short
+        trials): the run, or None."""
         from mlflow import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
         client = MlflowClient(uri)
-        existing = existing or find_child(client, experiment_id, parent_run_id, trial_id)
+        if existing is LOOK_UP:
+            existing = find_child(client, experiment_id, parent_run_id, trial_id)
         if existing is None:
             # The parent holds the provenance tags (user, source, commit); the child copies them.
             run = client.create_run(experiment_id, run_name=run_name, tags=tags | {

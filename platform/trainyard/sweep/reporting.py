@@ -95,7 +95,10 @@ class TrialProgress(Checkpoint):
             metrics[RUN_ID_KEY] = self.child.run_id
         epoch = trainer.current_epoch + 1
         metrics[EPOCH_KEY] = epoch  # Tune's own count of reports is not the epoch after a PBT exploit
-        self.pending = (metrics, self._save(trainer, epoch) if epoch % self.checkpoint_every == 0 else None)
+        # The last epoch is not checkpointed: the trial ends with it, and a trial that fails while
+        # testing is retried from the checkpoint before.
+        due = epoch % self.checkpoint_every == 0 and epoch < (trainer.max_epochs or 0)
+        self.pending = (metrics, self._save(trainer, epoch) if due else None)
 
     def on_train_start(self, trainer: Trainer, module) -> None:
         if self.child is not None:  # after a restore: PBT's values, from the step they apply

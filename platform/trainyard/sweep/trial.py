@@ -28,6 +28,7 @@ from typing import Any
 
 from trainyard.errors import SpecError
 from trainyard.spec import set_path
+from trainyard.sweep.child_run import LOOK_UP
 from trainyard.sweep.reporting import FINAL_KEY, RUN_ID_KEY
 from trainyard.sweep.space import decode
 
@@ -158,7 +159,7 @@ def _train_with_workers(config: dict[str, Any], job: SweepJob, trial_id: str) ->
 
 
 def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], rank: int, report,
-              restored: Path | None, trainer_options: dict[str, Any] | None = None, existing=None) -> None:
+              restored: Path | None, trainer_options: dict[str, Any] | None = None, existing=LOOK_UP) -> None:
     """Build, (restore,) train and test one trial; rank 0 records it in the child run."""
     from pytorch_lightning import LightningModule
 
@@ -200,9 +201,8 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
                              trainer.global_step)
                 best = best_files.best_model_path if best_files else ""
                 if best and Path(best).is_file():
-                    (folder / "best").mkdir()
-                    (folder / "best" / "best.ckpt").symlink_to(Path(best).resolve())
-                    child.tracked.log_artifacts(folder / "best", "checkpoints")  # as `trainyard run` names it
+                    (folder / "best.ckpt").symlink_to(Path(best).resolve())  # as `trainyard run` names it
+                    child.tracked.log_artifact(folder / "best.ckpt", "checkpoints")
                 child.commit()
             # The last epoch is reported after testing, as the trial's end: Tune answers it by
             # stopping this thread.
@@ -240,7 +240,7 @@ def _test(trainer, built, best_files) -> None:
     trainer.test(built.model, datamodule=built.data, verbose=False)
 
 
-def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=None):
+def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=LOOK_UP):
     import ray
 
     from trainyard.sweep.child_run import ChildRun
@@ -267,7 +267,8 @@ class _ChildSink:
         self.child.buffer(metrics, step)
 
 
-def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=None) -> None:
+def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any],
+                        existing=LOOK_UP) -> None:
     """An algorithm runs to its end and reports once (it has no epochs to checkpoint between)."""
     from ray import tune
 
