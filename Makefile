@@ -9,7 +9,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark clean
+.PHONY: install demo test ui benchmark benchmark-sweep clean
 
 install: $(INSTALLED)
 
@@ -32,5 +32,8 @@ ui: $(INSTALLED)
 benchmark: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_training_overhead.py
 
+benchmark-sweep: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_sweep_overhead.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache sweeps

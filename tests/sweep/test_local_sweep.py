@@ -120,3 +120,21 @@ def test_pbt_trials_keep_their_mutated_hyperparameters(tmp_path, sweep_env):
             assert all(value == pytest.approx(lr) for value in applied), (step, lr, lrs)
             checked += bool(applied)
     assert checked >= 1, f"no trial trained on after a PBT exploit: nothing was tested\n{result.stdout}"
+
+
+def test_flagship_sweep_learns_the_digits(tmp_path, sweep_env):
+    """experiments/cnn/lenet5_digits_sweep.yaml, smaller: the channel choices travel as lists."""
+    from helpers import EXPERIMENTS
+
+    spec = tmp_path / "lenet5_digits_sweep.yaml"
+    spec.write_text((EXPERIMENTS / "cnn" / "lenet5_digits_sweep.yaml").read_text())
+    result = run_sweep(spec, "--set", "sweep.num_samples=4", "--set", "trainer.max_epochs=4", env=sweep_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = sqlite_store(tmp_path)
+    store.experiment = "cnn-digits-sweep"
+    [parent] = store.parents()
+    children = store.children(parent.info.run_id)
+    assert len(children) == 4
+    assert {run.data.params["model.params.channels"] for run in children} <= {"[6, 16]", "[16, 32]", "[32, 64]"}
+    assert parent.data.metrics["best_trial/best/val/acc"] > 0.85
+    assert "best trial" in result.stdout and "val/acc" in result.stdout
