@@ -70,12 +70,12 @@ class TrialProgress(Checkpoint):
     """
 
     def __init__(self, report: Report, metric: str, mode: str, checkpoint_every: int, staging: Path,
-                 child: ChildRun | None):
+                 child: ChildRun | None = None):
         self.report = report
         self.metric, self.mode = metric, mode
         self.checkpoint_every = checkpoint_every
         self.staging = staging
-        self.child = child
+        self.child = child  # rank 0's child run (set once it is open); None on other ranks
         self.best: float | None = None
         self.pending: tuple[dict, Path | None] | None = None
 

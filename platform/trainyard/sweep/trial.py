@@ -175,20 +175,21 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
     folder = local_folder(job, trial_id, rank)
     try:
         built = build(experiment, folder)
-        child = _open_child(experiment, job, trial_id, config, existing) if rank == 0 else None
-        progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reports", child)
+        progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reported")
         callbacks = [progress]
         if type(built.model).configure_optimizers is LightningModule.configure_optimizers:  # bound from the spec
             callbacks.append(ApplyOptimizerSettings(experiment.spec.optimizer))
         trainer = make_trainer(experiment, folder / "checkpoints", callbacks, quiet=True,
                                options={"devices": 1, "enable_checkpointing": True} | (trainer_options or {}))
         trainer.callbacks = [c for c in trainer.callbacks if c is not progress] + [progress]  # after ModelCheckpoint
-        trainer.loggers = [TrialLogger(child)]
         best_files = model_checkpoint(trainer)
         state = None
         if restored is not None:
             state = folder / "state.ckpt"
             restore_files(restored, state, folder / "checkpoints" if rank == 0 else None)
+        # The child run opens once nothing is left to build: from here on it ends with a status.
+        progress.child = child = _open_child(experiment, job, trial_id, config, existing) if rank == 0 else None
+        trainer.loggers = [TrialLogger(child)]
         finishing = False
         try:
             started = time.perf_counter()
@@ -209,11 +210,13 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
             finishing = True
             progress.flush(final=True)
         except SystemExit:
-            # Tune stopped the trial: a scheduler's decision, or a PBT pause. Keep what was
-            # measured; unless training had ended, the driver sets the status, as a paused
-            # trial goes on later.
-            if child is not None:
-                child.end("FINISHED") if finishing else child.commit()
+            # Tune stopped the trial. After its last report that is the end; before, a scheduler's
+            # decision or a PBT pause: keep what was measured, and let the driver set the status
+            # (a paused trial goes on later).
+            if child is not None and finishing:
+                child.end("FINISHED")
+            elif child is not None:
+                child.commit()
             raise
         except BaseException as error:
             if child is not None:
