@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -137,7 +138,10 @@ def test_metrics_are_logged_asynchronously_in_batches(use_plugins, tmp_path, mon
     original = MlflowClient.log_batch
 
     def spy(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
-        if metrics:
+        # MLflow itself links a step's metrics to a logged model (Model.log), synchronously, when
+        # they have reached the store by then: not trainyard's logging, and timing-dependent.
+        caller = sys._getframe(1).f_code.co_filename
+        if metrics and f"{os.sep}mlflow{os.sep}models{os.sep}" not in caller:
             calls.append((len(metrics), synchronous))
         return original(self, run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
 
