@@ -30,6 +30,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 @dataclass
 class TwoNodes:
     address: str
+    dashboard: str  # the head's job server, for `ray job submit`
     tracking_uri: str
     storage: str
     env: dict[str, str]
@@ -60,6 +61,11 @@ def _nodes(address: str, env: dict[str, str]) -> int:
     return int(found.stdout.strip().splitlines()[-1]) if found.returncode == 0 and found.stdout.strip() else 0
 
 
+def _agent_ports() -> list[str]:
+    return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+            "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
+
+
 @pytest.fixture(scope="module")
 def two_nodes(plugin_site):
     # Ray's socket paths must stay short: a folder directly under /tmp.
@@ -82,21 +88,23 @@ def two_nodes(plugin_site):
                                  "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                                  "--artifacts-destination", str(folder / "artifacts")], env, folder / "mlflow.log"))
         wait_for_http(f"http://127.0.0.1:{mlflow_port}/health", timeout=120, process=processes[-1])
-        address = f"127.0.0.1:{gcs_port}"
+        address, dashboard_port = f"127.0.0.1:{gcs_port}", free_port()
+        # Two nodes on one machine: each node's agents on ports of their own.
         processes.append(_start([RAY, "start", "--head", "--port", str(gcs_port), "--num-cpus", "1",
-                                 "--temp-dir", str(folder / "head"), "--include-dashboard=false",
-                                 "--disable-usage-stats", "--block"], env, folder / "head.log"))
+                                 "--temp-dir", str(folder / "head"), "--dashboard-port", str(dashboard_port),
+                                 *_agent_ports(), "--disable-usage-stats", "--block"], env, folder / "head.log"))
         deadline = time.monotonic() + 120
         while _nodes(address, env) < 1:
             assert time.monotonic() < deadline, (folder / "head.log").read_text()
             time.sleep(1)
         processes.append(_start([RAY, "start", "--address", address, "--num-cpus", "1",
-                                 "--temp-dir", str(folder / "node2"), "--disable-usage-stats", "--block"],
-                                env, folder / "node2.log"))
+                                 "--temp-dir", str(folder / "node2"), *_agent_ports(), "--disable-usage-stats",
+                                 "--block"], env, folder / "node2.log"))
         while _nodes(address, env) < 2:
             assert time.monotonic() < deadline, (folder / "node2.log").read_text()
             time.sleep(1)
-        yield TwoNodes(address, f"http://127.0.0.1:{mlflow_port}", "s3://sweeps/trainyard", env, folder)
+        yield TwoNodes(address, f"http://127.0.0.1:{dashboard_port}", f"http://127.0.0.1:{mlflow_port}",
+                       "s3://sweeps/trainyard", env, folder)
     finally:
         for process in reversed(processes):
             _stop(process)
@@ -144,3 +152,19 @@ def test_preflight_stops_a_multi_node_sweep_that_writes_to_this_machine(tmp_path
         "and write trial checkpoints: use shared storage (s3://bucket/path, gs://..., or a folder on an NFS mount)",
     ]
     assert not store.exists() and not sweeps.exists()  # nothing written before the stop
+
+
+def test_sweep_runs_as_a_ray_job(tmp_path, two_nodes):
+    """`ray job submit -- trainyard sweep ...`: the driver runs on the head, as a Ray job."""
+    spec = blobs_spec(tmp_path, SWEEP.replace("[0.3, 0.1, 0.05, 0.2]", "[0.3, 0.1]"), name="job-sweep", epochs=2)
+    trainyard = str(Path(sys.executable).with_name("trainyard"))
+    result = subprocess.run(
+        [RAY, "job", "submit", "--address", two_nodes.dashboard, "--entrypoint-num-cpus", "0", "--",
+         trainyard, "sweep", str(spec), "--set", f"tracking.uri={two_nodes.tracking_uri}",
+         "--set", f"sweep.storage_path={two_nodes.storage}"],
+        env=two_nodes.env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "job-sweep-" in result.stdout and "2 trials: 2 finished" in result.stdout  # the job's output, streamed
+    store = Store(two_nodes.tracking_uri)
+    [parent] = [run for run in store.parents() if run.info.run_name.startswith("job-sweep-")]
+    assert parent.info.status == "FINISHED" and len(store.children(parent.info.run_id)) == 2
