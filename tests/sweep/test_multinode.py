@@ -122,8 +122,10 @@ sweep:
 
 
 def test_sweep_on_a_two_node_cluster_records_every_run_in_the_server(tmp_path, two_nodes):
-    # Each node has one CPU and each trial takes one: two at a time means one on each node.
-    spec = blobs_spec(tmp_path, SWEEP, epochs=3, model_params=", seconds_per_step: 0.02")
+    # Each node has one CPU and each trial takes one: two at a time means one on each node. The
+    # trials last a few seconds, longer than a trial process takes to start: with short ones,
+    # Tune hands every trial to the first process that is ready, on one node.
+    spec = blobs_spec(tmp_path, SWEEP, epochs=3, model_params=", seconds_per_step: 0.15")
     result = run_sweep(spec, "--address", two_nodes.address, "--set", f"tracking.uri={two_nodes.tracking_uri}",
                        "--set", f"sweep.storage_path={two_nodes.storage}", env=two_nodes.env)
     assert result.returncode == 0, result.stdout + result.stderr
