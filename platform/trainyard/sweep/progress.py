@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ray.tune import Callback
@@ -37,13 +38,18 @@ class SweepProgress(Callback):
         self.rows: dict[str, dict[str, Any]] = {}
         self.live: Live | None = None
         self.last_refresh = 0.0
+        # MLflow status writes happen on a thread of their own: Tune's loop, which calls these
+        # hooks, starts the next trial only when they return.
+        self.writer: ThreadPoolExecutor | None = None
+        self.writes: list[Future] = []
         self.unfinished: list[str] = []  # trials neither TERMINATED nor ERROR when Tune stopped
 
     # Tune keeps the run configuration (with its callbacks) in the sweep folder: the terminal
     # and the live display stay out of it.
     def __getstate__(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key not in ("console", "live")} | {
-            "console": None, "live": None}
+        runtime = ("console", "live", "writer", "writes")
+        return {key: value for key, value in self.__dict__.items() if key not in runtime} | {
+            "console": None, "live": None, "writer": None, "writes": []}
 
     # --- Tune's callback hooks ---------------------------------------------------------------
 
@@ -74,7 +80,8 @@ class SweepProgress(Callback):
         # status is set either way); one that a scheduler stopped does not.
         final = bool((trial.last_result or {}).get(FINAL_KEY))
         stopped = not final and self.max_epochs is not None and (row.get("epochs") or 0) < self.max_epochs
-        if self._finish(trial, "FINISHED", stopped_early=stopped) and stopped:
+        self._finish(trial, "FINISHED", stopped_early=stopped)
+        if stopped:
             row["status"] = "STOPPED"
         self._ended(trial)
 
@@ -97,6 +104,12 @@ class SweepProgress(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self.unfinished = [trial.trial_id for trial in trials if trial.status not in ("TERMINATED", "ERROR")]
+        for write in self.writes:  # every status is in MLflow before the summary reads them
+            error = write.exception()
+            if error is not None and self.console is not None:
+                self.console.print(f"warning: could not set a trial's MLflow status: {error}", markup=False)
+        if self.writer is not None:
+            self.writer.shutdown()
         if self.live is not None:
             self._refresh(force=True)
             self.live.stop()
@@ -113,16 +126,12 @@ class SweepProgress(Callback):
             row["run_id"] = trial.last_result[RUN_ID_KEY]
         return row
 
-    def _finish(self, trial, status: str, **details) -> bool:
-        try:
-            return finish_for_trial(self.tracking["uri"], self.rows[trial.trial_id].get("run_id"),
-                             self.tracking["experiment_id"], self.tracking["parent_run_id"], trial.trial_id,
-                             status, **details)
-        except Exception as error:  # noqa: BLE001 - a status write must not stop the sweep
-            if self.console is not None:
-                self.console.print(f"warning: could not set the MLflow status of trial {trial.trial_id}: {error}",
-                                   markup=False)
-            return False
+    def _finish(self, trial, status: str, **details) -> None:
+        if self.writer is None:
+            self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainyard-status")
+        self.writes.append(self.writer.submit(
+            finish_for_trial, self.tracking["uri"], self.rows[trial.trial_id].get("run_id"),
+            self.tracking["experiment_id"], self.tracking["parent_run_id"], trial.trial_id, status, **details))
 
     def _ended(self, trial) -> None:
         if self.live is None and self.console is not None:
