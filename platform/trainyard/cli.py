@@ -128,8 +128,9 @@ def print_sweep_summary(spec, result) -> None:
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     if found is not None:
-        out.print(f"  {len(found.rows)} trial{'s' if len(found.rows) != 1 else ''}: {found.count('FINISHED')} finished, {found.count('STOPPED')} stopped "
-                  f"early by the scheduler, {found.count('FAILED')} failed", markup=False)
+        trials = f"{len(found.rows)} trial{'s' if len(found.rows) != 1 else ''}"
+        out.print(f"  {trials}: {found.count('FINISHED')} finished, {found.count('STOPPED')} stopped early by the "
+                  f"scheduler, {found.count('FAILED')} failed", markup=False)
         if found.best is not None:
             names = short_names(list(spec.sweep.space))
             values = "  ".join(f"{names[key]}={_short(value)}" for key, value in found.best.values.items())

@@ -101,8 +101,7 @@ def git_tags(directory: Path) -> dict[str, str]:
 class TrackedRun:
     """An MLflow run that trainyard owns: created after validation, ended with the true status.
 
-    `TrackedRun.start` creates a run (nested under a parent when given one); `TrackedRun.attach`
-    continues one that exists (a resumed sweep's parent, a retried trial's child). Lightning's
+    `TrackedRun.start` creates a run; `TrackedRun.attach` continues one that exists (a resumed sweep's parent, a retried trial's child). Lightning's
     MLFlowLogger writes metrics into it, but never ends it (see `lightning_logger`).
     """
 
@@ -117,13 +116,13 @@ class TrackedRun:
         self.ended = False
 
     @classmethod
-    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str], description: str = "",
-              parent_run_id: str | None = None) -> TrackedRun:
-        """Create a run in `experiment` (created if missing); nested under `parent_run_id` if given."""
+    def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str],
+              description: str = "") -> TrackedRun:
+        """Create a run in `experiment` (created if missing)."""
         import mlflow
         from mlflow import MlflowClient
         from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
         configure_mlflow(uri)
         client = MlflowClient(uri)
@@ -131,8 +130,6 @@ class TrackedRun:
         # mlflow.pytorch.log_model files the model under the process's active experiment.
         mlflow.set_experiment(experiment_id=experiment_id)
         extra = {MLFLOW_RUN_NAME: run_name} | ({MLFLOW_RUN_NOTE: description} if description else {})
-        if parent_run_id is not None:
-            extra[MLFLOW_PARENT_RUN_ID] = parent_run_id
         # resolve_tags adds MLflow's context tags (user, source), as mlflow.start_run would.
         run = client.create_run(experiment_id, tags=resolve_tags(tags | extra), run_name=run_name)
         return cls(uri, run.info.run_id, experiment_id, client)

@@ -9,7 +9,6 @@ The file formats are read by `trainyard_cnn.datasets`.
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 from typing import Literal
 

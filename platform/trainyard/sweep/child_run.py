@@ -37,11 +37,9 @@ def find_child(client, experiment_id: str, parent_run_id: str, trial_id: str):
 class ChildRun:
     """The child run of one trial, with the metric buffer described in the module docstring."""
 
-    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], attempt: int,
-                 mutated: dict[str, Any] | None = None):
+    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], mutated: dict[str, Any] | None = None):
         self.tracked = tracked
         self.watermark = watermark
-        self.attempt = attempt
         self.mutated = mutated or {}  # spec values PBT changed since the run's params were logged
         self.pending: list = []
 
@@ -68,7 +66,7 @@ class ChildRun:
                 MLFLOW_RUN_NAME: run_name})
             tracked = TrackedRun(uri, run.info.run_id, experiment_id, client)
             tracked.log_params(dict(params))
-            return cls(tracked, {}, 1)
+            return cls(tracked, {})
         tracked = TrackedRun.attach(uri, existing.info.run_id)
         attempt = int(existing.data.tags.get(ATTEMPT_TAG, "1")) + 1
         tracked.set_tags({key: value for key, value in tags.items() if key.startswith("trainyard.ray.")}
@@ -81,7 +79,7 @@ class ChildRun:
             # Params are immutable in MLflow: PBT's mutations are kept as a tag, and (by the
             # trial, from the step where they take effect) as pbt/<key> metrics.
             tracked.set_tags({"trainyard.pbt.config": ", ".join(f"{k}={v}" for k, v in changed.items())[:500]})
-        return cls(tracked, watermark, attempt, changed)
+        return cls(tracked, watermark, changed)
 
     def buffer(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -102,15 +100,15 @@ class ChildRun:
 
 
 def finish_for_trial(uri: str, run_id: str | None, experiment_id: str, parent_run_id: str, trial_id: str,
-                     status: str, stopped_early: bool = False, error: str | None = None) -> bool:
+                     status: str, stopped_early: bool = False, error: str | None = None) -> None:
     """Called by the driver when Tune ends a trial: a child run still RUNNING gets the status its
-    trial could not set itself (stopped by the scheduler, or its process died). True if it did."""
+    trial could not set itself (stopped by the scheduler, or its process died)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     run = client.get_run(run_id) if run_id else find_child(client, experiment_id, parent_run_id, trial_id)
     if run is None or run.info.status != "RUNNING":
-        return False
+        return
     tags = {}
     if stopped_early:
         tags[STOPPED_TAG] = "true"
@@ -121,4 +119,3 @@ def finish_for_trial(uri: str, run_id: str | None, experiment_id: str, parent_ru
 
         client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(run.info.run_id, status)
-    return True

@@ -165,8 +165,7 @@ def _start_parent(experiment: Experiment, state: dict, ray_cluster, uri: str, st
     except BaseException as error:
         parent.end("FAILED", error)
         raise
-    state |= {"tracking_uri": uri, "experiment": experiment_name, "experiment_id": parent.experiment_id,
-              "parent_run_id": parent.run_id}
+    state |= {"tracking_uri": uri, "parent_run_id": parent.run_id}
     return parent, warnings
 
 
@@ -181,8 +180,8 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
     spec, sweep = experiment.spec, experiment.spec.sweep
     job = SweepJob(
         spec={key: value for key, value in state["spec"].items() if key != "sweep"}, source=state["source"],
-        name=state["name"], storage_path=storage, tracking_uri=parent.uri, experiment=state["experiment"],
-        experiment_id=parent.experiment_id, parent_run_id=parent.run_id, tags=_child_tags(parent),
+        name=state["name"], storage_path=storage, tracking_uri=parent.uri, experiment_id=parent.experiment_id,
+        parent_run_id=parent.run_id, tags=_child_tags(parent),
         metric=sweep.metric, mode=sweep.mode, checkpoint_every=sweep.checkpoint_every, workers=sweep.workers,
         cpu=sweep.resources.cpu, gpu=sweep.resources.gpu, max_failures=sweep.max_failures)
     if sweep.workers == 1:
@@ -192,7 +191,7 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         # needs, and Tune refuses an empty request, so it asks for one byte of memory.
         resources = {"memory": 1}
     trainable = tune.with_resources(tune.with_parameters(trial_main, job=job), resources)
-    progress = SweepProgress(console, list(sweep.space), sweep.metric, sweep.mode,
+    progress = SweepProgress(console, list(sweep.space), sweep.metric,
                              spec.trainer.max_epochs if spec.kind == "model" else None,
                              {"uri": parent.uri, "experiment_id": parent.experiment_id,
                               "parent_run_id": parent.run_id})

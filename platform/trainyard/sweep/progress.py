@@ -28,11 +28,11 @@ REFRESH_SECONDS = 0.25
 
 
 class SweepProgress(Callback):
-    def __init__(self, console: Console, keys: list[str], metric: str, mode: str, max_epochs: int | None,
+    def __init__(self, console: Console, keys: list[str], metric: str, max_epochs: int | None,
                  tracking: dict[str, str]):
         self.console = console
         self.names = short_names(keys)
-        self.metric, self.mode = metric, mode
+        self.metric = metric
         self.max_epochs = max_epochs
         self.tracking = tracking  # uri, experiment_id, parent_run_id
         self.rows: dict[str, dict[str, Any]] = {}
@@ -67,10 +67,7 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         row = self._row(trial)
         row["status"] = "RUNNING"
-        row["epochs"] = result.get(EPOCH_KEY, result.get(TIME_ATTR, row.get("epochs")))
-        for key in (self.metric, f"best/{self.metric}"):
-            if isinstance(result.get(key), (int, float)):
-                row[key] = result[key]
+        self._take(row, result)
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -93,13 +90,10 @@ class SweepProgress(Callback):
     def on_step_end(self, iteration, trials, **info) -> None:
         for trial in trials:  # pending, paused, and (after --resume) already ended trials show up too
             row = self._row(trial)
+            if "status" not in row:
+                self._take(row, trial.last_result or {})
             if "status" not in row or trial.status in ("PENDING", "PAUSED"):
                 row["status"] = trial.status
-                result = trial.last_result or {}
-                row.setdefault("epochs", result.get(EPOCH_KEY, result.get(TIME_ATTR)))
-                for key in (self.metric, f"best/{self.metric}"):
-                    if isinstance(result.get(key), (int, float)):
-                        row.setdefault(key, result[key])
         self._refresh()
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -125,6 +119,15 @@ class SweepProgress(Callback):
         if trial.last_result and trial.last_result.get(RUN_ID_KEY):
             row["run_id"] = trial.last_result[RUN_ID_KEY]
         return row
+
+    def _take(self, row: dict[str, Any], result: dict[str, Any]) -> None:
+        """The epoch, metric and best-so-far of a Tune result, into a trial's row."""
+        epochs = result.get(EPOCH_KEY, result.get(TIME_ATTR))
+        if epochs is not None:
+            row["epochs"] = epochs
+        for key in (self.metric, f"best/{self.metric}"):
+            if isinstance(result.get(key), (int, float)):
+                row[key] = result[key]
 
     def _finish(self, trial, status: str, **details) -> None:
         if self.writer is None:

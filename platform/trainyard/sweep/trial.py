@@ -42,7 +42,6 @@ class SweepJob:
     name: str  # the sweep's folder name under the storage path (unique per sweep)
     storage_path: str  # where checkpoints go (a folder or a URI), shared by every node
     tracking_uri: str
-    experiment: str
     experiment_id: str
     parent_run_id: str
     tags: dict[str, str]  # provenance tags of the parent, copied onto every child run
@@ -81,9 +80,8 @@ def local_folder(job: SweepJob, trial_id: str, rank: int) -> Path:
 
 def trial_main(config: dict[str, Any], job: SweepJob) -> None:
     """The Tune function: one trial, from its sampled values to a finished child run."""
-    from ray import tune
-
     from mlflow import MlflowClient
+    from ray import tune
 
     from trainyard.sweep.child_run import find_child
 
