@@ -16,12 +16,13 @@ from trainyard.components import (
     environment,
     model,
 )
+from trainyard.errors import Problem, SpecError
 from trainyard.hookspecs import hookimpl
 from trainyard.params import Params
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "BuildContext", "Component", "MetricSink", "Params", "RunReport",
+    "Algorithm", "BuildContext", "Component", "MetricSink", "Params", "Problem", "RunReport", "SpecError",
     "algorithm", "datamodule", "environment", "hookimpl", "model", "__version__",
 ]

@@ -39,12 +39,15 @@ class BuildContext:
 
     seed: the spec's seed (also already applied with Lightning's `seed_everything`);
     data: the built data module, when a model is built and the spec has a data section;
-    env:  the built environment, when the spec has an env section.
+    env:  the built environment, when the spec has an env section;
+    make_env: builds another instance of that environment (for evaluation rollouts, or
+          several copies), or None without an env section.
     """
 
     seed: int = 0
     data: Any = None
     env: Any = None
+    make_env: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)

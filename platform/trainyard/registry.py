@@ -18,6 +18,7 @@ import pluggy
 
 from trainyard import hookspecs
 from trainyard.components import KINDS, Component, Kind
+from trainyard.environments import GYMNASIUM, gymnasium_component, is_gymnasium_id
 from trainyard.errors import did_you_mean
 
 ENTRY_POINT_GROUP = "trainyard.plugins"
@@ -48,10 +49,12 @@ class Registered:
 
     plugin: str
     component: Component
+    # Components that no plugin returned (environments named by Gymnasium id) keep their own name.
+    qualified_name: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.plugin}.{self.component.name}"
+        return self.qualified_name or f"{self.plugin}.{self.component.name}"
 
     @property
     def kind(self) -> Kind:
@@ -82,6 +85,11 @@ class Registry:
         found = self.components[kind].get(name)
         if found is not None:
             return found
+        if kind == "environment" and is_gymnasium_id(name):
+            try:
+                return Registered(GYMNASIUM, gymnasium_component(name), qualified_name=name)
+            except LookupError as error:
+                raise UnknownComponent(str(error)) from None
         raise UnknownComponent(self._unknown(kind, name))
 
     def find(self, name: str) -> Registered:
@@ -100,6 +108,8 @@ class Registry:
         if info is not None and info.status == "disabled":
             return f"{name!r} comes from plugin {plugin!r}, which {ALLOW_LIST_ENV} does not allow"
         available = self.names(kind)
+        if kind == "environment":
+            available.append("any Gymnasium id, e.g. FrozenLake-v1")
         if not available:
             return f"unknown {kind} {name!r}: no {PLURAL[kind]} are registered (see `trainyard plugins`)"
         return f"unknown {kind} {name!r}{did_you_mean(name, available)}; available: {', '.join(available)}"

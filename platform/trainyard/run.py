@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import yaml
 
 import trainyard
 from trainyard.components import BuildContext, RunReport
+from trainyard.environments import GYMNASIUM
 from trainyard.errors import Problem, SpecError
 from trainyard.registry import get_registry
 from trainyard.tracking import TrackedRun, check_reachable, git_tags, lightning_logger, tracking_uri
@@ -77,7 +79,9 @@ def build(experiment: Experiment, workdir: Path | None = None) -> Built:
     for section in ("data", "env"):
         if (resolved := experiment.components.get(section)) is not None:
             setattr(built, section, _build_checked(section, resolved, ctx))
-    ctx = BuildContext(seed=spec.seed, data=built.data, env=built.env)
+    env_section = experiment.components.get("env")
+    make_env = partial(env_section.build, BuildContext(seed=spec.seed)) if env_section is not None else None
+    ctx = BuildContext(seed=spec.seed, data=built.data, env=built.env, make_env=make_env)
     if (resolved := experiment.components.get("algorithm")) is not None:
         built.algorithm = _build_checked("algorithm", resolved, ctx)
     if (resolved := experiment.components.get("model")) is not None:
@@ -89,6 +93,8 @@ def build(experiment: Experiment, workdir: Path | None = None) -> Built:
 def _build_checked(section: str, resolved, ctx: BuildContext) -> Any:
     try:
         return resolved.build(ctx)
+    except SpecError:
+        raise  # a component that knows which field is wrong (e.g. env.name) says so itself
     except (ValueError, TypeError) as error:
         # Components reject configurations they cannot build (a feature map that shrinks to
         # nothing, a model that needs image data) with ValueError: that is bad input.
@@ -273,8 +279,10 @@ class _Sink:
     def __init__(self, tracked: TrackedRun, artifact_dir: Path):
         self.tracked = tracked
         self.artifact_dir = artifact_dir
+        self.last_step = 0
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.last_step = max(self.last_step, step)
         self.tracked.log_metrics(metrics, step)
 
 
@@ -283,7 +291,9 @@ def _run_algorithm(built: Built, tracked: TrackedRun, workdir: Path) -> dict[str
     artifacts.mkdir()
     sink = _Sink(tracked, artifacts)
     metrics = {key: float(value) for key, value in (built.algorithm.run(sink) or {}).items()}
-    sink.log_metrics(metrics, step=0)
+    # At the last step logged, as Lightning logs test metrics at the last global step: a final
+    # value continues the curve of the same metric instead of landing before its first point.
+    sink.log_metrics(metrics, step=sink.last_step)
     if any(artifacts.iterdir()):
         tracked.log_artifacts(artifacts)
     return metrics
@@ -305,6 +315,11 @@ def _tags(experiment: Experiment) -> dict[str, str]:
     tags = {"trainyard.version": trainyard.__version__, "trainyard.kind": experiment.spec.kind}
     for section, resolved in experiment.components.items():
         tags[f"trainyard.{section}"] = resolved.registered.name
+        if resolved.registered.plugin == GYMNASIUM:
+            import gymnasium
+
+            tags["trainyard.gymnasium.version"] = gymnasium.__version__
+            continue
         plugin = registry.plugins[resolved.registered.plugin]
         tags[f"trainyard.plugin.{plugin.name}.version"] = plugin.version or "unknown"
     if experiment.path is not None:

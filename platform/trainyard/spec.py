@@ -32,6 +32,13 @@ class ComponentRef(Section):
     params: dict[str, Any] = Field(default_factory=dict, description="The component's parameters.")
 
 
+class EnvRef(ComponentRef):
+    name: str = Field(description="Registered name (e.g. rl.gridworld) or any Gymnasium id (e.g. FrozenLake-v1).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The component's parameters; for a Gymnasium id, its constructor's "
+                                          "arguments and max_episode_steps.")
+
+
 class ModelRef(ComponentRef):
     init_from: str | None = Field(
         None,
@@ -291,7 +298,7 @@ class ExperimentSpec(Section):
     seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch (and dataloader workers).")
     model: ModelRef | None = Field(None, description="The model (a LightningModule) to train.")
     data: ComponentRef | None = Field(None, description="The data module that feeds it.")
-    env: ComponentRef | None = Field(None, description="An environment (reinforcement learning).")
+    env: EnvRef | None = Field(None, description="An environment (reinforcement learning).")
     algorithm: ComponentRef | None = Field(None, description="An algorithm that runs on the environment.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimiser.")
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="Learning-rate schedule.")

@@ -86,7 +86,7 @@ def test_unset_allow_list_loads_every_plugin(plugin_site, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_site))
     reset_registry()
     statuses = {name: info.status for name, info in get_registry().plugins.items()}
-    assert statuses == {"broken_hook": "broken", "broken_import": "broken", "cnn": "ok", "example": "ok",
+    assert statuses == {"broken_hook": "broken", "broken_import": "broken", "cnn": "ok", "example": "ok", "rl": "ok",
                         "typo_hook": "broken"}
 
 

@@ -1,0 +1,145 @@
+"""Reinforcement learning and MDPs on Gymnasium: trainyard's built-in `rl` plugin.
+
+Registered like any third-party plugin, through pyproject.toml:
+
+    [project.entry-points."trainyard.plugins"]
+    rl = "trainyard_rl"
+
+Environments (any Gymnasium id works in a spec too, e.g. `env: {name: FrozenLake-v1}`):
+    rl.gridworld        trainyard/GridWorld-v0: scalable grid, walls, slip, traps   gridworld.py
+    rl.file_mdp         trainyard/FileMDP-v0: your own arrays in an .npz file       tabular_env.py
+Algorithms (an `algorithm` section; they run on the `env` section):
+    rl.value_iteration  epsilon-optimal value iteration                             dp.py
+    rl.policy_iteration policy iteration, or modified policy iteration              dp.py
+    rl.q_learning       tabular Q-learning                                          tabular.py
+    rl.sarsa            tabular SARSA                                               tabular.py
+Models (a LightningModule, trained by the Trainer like any model):
+    rl.dqn              deep Q-network with replay buffer and target network        dqn.py
+Also: sparse models from `unwrapped.P` (mdp.py), Markov chains (markov.py), evaluation
+rollouts with confidence intervals (rollouts.py). Reports: value heatmap with the greedy
+policy as arrows, convergence and learning curves (plots.py).
+"""
+
+from __future__ import annotations
+
+import gymnasium
+from pydantic import Field
+
+from trainyard import BuildContext, Params, algorithm, environment, hookimpl, model
+from trainyard_rl import plots
+from trainyard_rl.algorithms import (
+    LEARNING_METRICS,
+    PLANNING_METRICS,
+    LearningParams,
+    Learner,
+    PlanningParams,
+    Planner,
+    PolicyIterationParams,
+)
+from trainyard_rl.dqn import METRICS as DQN_METRICS
+from trainyard_rl.dqn import DQNParams, build_dqn
+
+GRIDWORLD_ID = "trainyard/GridWorld-v0"
+FILE_MDP_ID = "trainyard/FileMDP-v0"
+
+# Gymnasium ids, so that `gymnasium.make` (and a spec naming the id) finds these environments.
+for _id, _entry in ((GRIDWORLD_ID, "trainyard_rl.gridworld:GridWorldEnv"),
+                    (FILE_MDP_ID, "trainyard_rl.tabular_env:FileMDPEnv")):
+    if _id not in gymnasium.registry:
+        gymnasium.register(id=_id, entry_point=_entry)
+
+
+# --- environments ------------------------------------------------------------------------------
+
+
+class GridWorldParams(Params):
+    rows: int = Field(8, ge=1, description="Rows of a generated grid (ignored with layout).")
+    cols: int = Field(8, ge=1, description="Columns of a generated grid (ignored with layout).")
+    layout: list[str] | None = Field(None, description="Rows of S (start), G (goal), T (trap), # (wall), . (free).")
+    slip: float = Field(0.0, ge=0, le=1, description="Probability that a move goes perpendicular instead.")
+    step_reward: float = Field(0.0, description="Reward of a move that does not end the episode.")
+    goal_reward: float = Field(1.0, description="Reward for entering the goal.")
+    trap_reward: float = Field(-1.0, description="Reward for entering a trap.")
+    wall_fraction: float = Field(0.0, ge=0, lt=1, description="Share of cells made walls in a generated grid.")
+    trap_fraction: float = Field(0.0, ge=0, lt=1, description="Share of cells made traps in a generated grid.")
+    layout_seed: int = Field(0, ge=0, description="Seed of the generated walls and traps.")
+    max_episode_steps: int | None = Field(None, ge=1, description="Truncate episodes after this many steps.")
+
+
+# Named explicitly: a function called `gridworld` would be replaced by the submodule
+# trainyard_rl.gridworld as soon as that is imported (Python sets submodules on the package).
+@environment(GridWorldParams, name="gridworld")
+def make_gridworld(params: GridWorldParams, ctx: BuildContext):
+    """Scalable grid MDP (walls, slip, goal and traps) with its sparse transition model."""
+    arguments = params.model_dump(exclude={"max_episode_steps"})
+    return gymnasium.make(GRIDWORLD_ID, max_episode_steps=params.max_episode_steps, **arguments)
+
+
+class FileMDPParams(Params):
+    path: str = Field(description="An .npz file with transitions (A, S, S), rewards, optional terminal and initial.")
+    max_episode_steps: int | None = Field(1000, ge=1, description="Truncate episodes after this many steps.")
+
+
+@environment(FileMDPParams)
+def file_mdp(params: FileMDPParams, ctx: BuildContext):
+    """An MDP from your own transition and reward arrays in a NumPy .npz file."""
+    return gymnasium.make(FILE_MDP_ID, path=params.path, max_episode_steps=params.max_episode_steps)
+
+
+# --- algorithms --------------------------------------------------------------------------------
+
+
+@algorithm(PlanningParams, metrics=PLANNING_METRICS)
+def value_iteration(params: PlanningParams, ctx: BuildContext) -> Planner:
+    """Value iteration on the environment's model, stopped when the greedy policy is epsilon-optimal."""
+    return Planner("value_iteration", params, ctx)
+
+
+@algorithm(PolicyIterationParams, metrics=PLANNING_METRICS)
+def policy_iteration(params: PolicyIterationParams, ctx: BuildContext) -> Planner:
+    """Policy iteration (exact evaluation), or modified policy iteration with evaluation_sweeps."""
+    return Planner("policy_iteration", params, ctx)
+
+
+@algorithm(LearningParams, metrics=LEARNING_METRICS)
+def q_learning(params: LearningParams, ctx: BuildContext) -> Learner:
+    """Tabular Q-learning with epsilon-greedy exploration (no model needed)."""
+    return Learner("q_learning", params, ctx)
+
+
+@algorithm(LearningParams, metrics=LEARNING_METRICS)
+def sarsa(params: LearningParams, ctx: BuildContext) -> Learner:
+    """Tabular SARSA, the on-policy counterpart of Q-learning."""
+    return Learner("sarsa", params, ctx)
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+@model(DQNParams, name="dqn", metrics=DQN_METRICS)
+def make_dqn(params: DQNParams, ctx: BuildContext):
+    """Deep Q-network (Mnih et al. 2015): replay buffer, target network, epsilon-greedy."""
+    return build_dqn(params, ctx)
+
+
+# --- hooks -------------------------------------------------------------------------------------
+
+
+@hookimpl
+def register_environments():
+    return [make_gridworld, file_mdp]
+
+
+@hookimpl
+def register_algorithms():
+    return [value_iteration, policy_iteration, q_learning, sarsa]
+
+
+@hookimpl
+def register_models():
+    return [make_dqn]
+
+
+@hookimpl
+def make_run_reports(report):
+    return plots.write_reports(report) or None
