@@ -60,7 +60,10 @@ def register_environments() -> list[Component]:
     """Return this plugin's environments, declared with `@trainyard.environment`.
 
     An environment's build function returns the environment object (for reinforcement
-    learning, a `gymnasium.Env`). Results of all plugins are collected.
+    learning, a `gymnasium.Env`). Specs may also name any Gymnasium id directly; a plugin that
+    registers ids with `gymnasium.register` at import makes them nameable too. An environment
+    that exposes a transition model (`unwrapped.P`, or `unwrapped.transition_model()`) can be
+    solved by dynamic programming. Results of all plugins are collected.
     """
 
 
@@ -69,7 +72,9 @@ def register_algorithms() -> list[Component]:
     """Return this plugin's algorithms, declared with `@trainyard.algorithm`.
 
     An algorithm's build function receives a BuildContext whose `env` is the built environment
-    and returns an object with `run(sink) -> dict[str, float]` (see trainyard.components.Algorithm).
+    (and `make_env()` builds another, e.g. for evaluation) and returns an object with
+    `run(sink) -> dict[str, float]` (see trainyard.components.Algorithm); raise ValueError, or
+    SpecError naming the field (e.g. env.name), for an environment it cannot work on.
     Results of all plugins are collected.
     """
 

@@ -97,6 +97,8 @@ class Registry:
         for kind in KINDS:
             if name in self.components[kind]:
                 return self.components[kind][name]
+        if is_gymnasium_id(name):
+            return self.get("environment", name)
         every = [n for kind in KINDS for n in self.components[kind]]
         raise UnknownComponent(f"unknown component {name!r}{did_you_mean(name, every)}")
 

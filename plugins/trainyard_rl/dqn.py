@@ -47,8 +47,8 @@ METRICS = (
     "train/loss", "train/epsilon", "train/episode_return", "train/episodes",
     "val/return",
     "test/return", "test/return_ci_low", "test/return_ci_high",
-    "test/success", "test/success_ci_low", "test/success_ci_high", "test/length",
-    "value/start",
+    "test/success", "test/success_ci_low", "test/success_ci_high", "test/length", "test/discounted_return",
+    "value/start", "value/q_start",
 )
 # Evaluation episode i resets with seed + offset + i: validation replays the same episodes every
 # epoch (comparable across epochs), and the test's episodes are others than the checkpoint chose on.
@@ -60,14 +60,14 @@ class DQNParams(Params):
     hidden: tuple[int, ...] = Field((128, 128), description="Widths of the Q-network's hidden ReLU layers.")
     gamma: float = Field(0.99, ge=0, le=1, description="Discount factor.")
     batch_size: int = Field(64, ge=1, description="Transitions sampled from the buffer per gradient step.")
-    buffer_size: int = Field(20_000, ge=1, description="Replay buffer capacity (transitions; oldest overwritten).")
-    warmup_steps: int = Field(1_000, ge=0, description="Uniformly random env steps that fill the buffer before learning.")
+    buffer_size: int = Field(50_000, ge=1, description="Replay buffer capacity (transitions; oldest overwritten).")
+    warmup_steps: int = Field(1_000, ge=0, description="Random env steps that fill the buffer before learning.")
     steps_per_epoch: int = Field(1_000, ge=1, description="Training steps (gradient updates) per epoch.")
     env_steps_per_batch: int = Field(1, ge=1, description="Env steps played before each gradient update.")
     eps_start: float = Field(1.0, ge=0, le=1, description="Exploration rate when learning starts.")
     eps_end: float = Field(0.05, ge=0, le=1, description="Exploration rate after the decay.")
-    exploration_steps: int = Field(8_000, ge=0, description="Env steps (after warm-up) of linear epsilon decay.")
-    target_update_every: int = Field(250, ge=1, description="Gradient updates between target-network updates.")
+    exploration_steps: int = Field(16_000, ge=0, description="Env steps (after warm-up) of linear epsilon decay.")
+    target_update_every: int = Field(100, ge=1, description="Gradient updates between target-network updates.")
     tau: float = Field(1.0, gt=0, le=1, description="Target update: target += tau * (online - target); "
                                                     "1 copies (hard sync), e.g. 0.005 every step is Polyak.")
     double: bool = Field(True, description="Double DQN: the online network picks the next action.")
@@ -124,7 +124,8 @@ class DQN(LightningModule):
     """DQN on a Gymnasium environment with vector observations and discrete actions.
 
     env: the environment the agent trains in; eval_env: another instance, for evaluation episodes.
-    State (what checkpoints hold): the Q-network `net` and the target network `target_net`.
+    State (what checkpoints hold): the Q-network `net` and the target network `target_net`. The
+    replay buffer and the counters are not state: training resumed from a checkpoint warms up again.
     """
 
     def __init__(self, params: DQNParams, env, eval_env, seed: int = 0):
@@ -147,6 +148,7 @@ class DQN(LightningModule):
         self.episodes = 0        # finished training episodes
         self._observation = None  # the training env's current observation; None before the first reset
         self._episode_return = 0.0
+        self.episode_returns: list[float] = []  # every finished training episode, for the learning curve
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.net(observations)  # (B, D) -> (B, A)
@@ -160,11 +162,13 @@ class DQN(LightningModule):
         return self.action_start + int(self.net(x).argmax(dim=1).item())
 
     def evaluate(self, episodes: int, seed: int, env=None) -> Evaluation:
-        """Greedy episodes in `env` (default: the evaluation env); episode i resets with seed + i."""
+        """Greedy episodes in `env` (default: the evaluation env); episode i resets with seed + i.
+        Discounted returns use the params' gamma, so they are what Q estimates."""
         was_training = self.training
         self.eval()
         try:
-            return rollouts(self.eval_env if env is None else env, self.act, episodes, seed, self.config.success)
+            return rollouts(self.eval_env if env is None else env, self.act, episodes, seed, self.config.success,
+                            gamma=self.config.gamma)
         finally:
             self.train(was_training)
 
@@ -195,6 +199,7 @@ class DQN(LightningModule):
             return None
         finished, self._episode_return = self._episode_return, 0.0
         self.episodes += 1
+        self.episode_returns.append(finished)
         self._observation, _ = self.env.reset()
         return finished
 
@@ -267,10 +272,15 @@ class DQN(LightningModule):
     def test_step(self, batch, batch_idx):
         episodes, seed = self.config.test_episodes, self.seed + TEST_SEED_OFFSET
         evaluation = self.evaluate(episodes, seed)
-        # The network's estimate of the return from each test episode's first state (same seeds).
+        # value/start, the value of the start distribution under the greedy policy, is estimated
+        # by the discounted returns the test episodes earned; value/q_start is what the network
+        # believes it is (mean max_a Q(s0, a) over the same first states): the gap shows how far
+        # its estimates are from the returns.
         starts = np.stack([self.eval_env.reset(seed=seed + i)[0] for i in range(episodes)]).astype(np.float32)
-        start_value = self.net(torch.from_numpy(starts).to(self.device)).max(dim=1).values.mean()  # (E, A) -> ()
-        self.log_dict(evaluation.metrics("test") | {"value/start": float(start_value)}, batch_size=1, sync_dist=True)
+        believed = self.net(torch.from_numpy(starts).to(self.device)).max(dim=1).values.mean()  # (E, A) -> ()
+        metrics = evaluation.metrics("test")
+        metrics |= {"value/start": metrics["test/discounted_return"], "value/q_start": float(believed)}
+        self.log_dict(metrics, batch_size=1, sync_dist=True)
 
 
 def build_dqn(params: DQNParams, ctx: BuildContext) -> DQN:

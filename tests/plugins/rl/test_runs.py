@@ -148,3 +148,26 @@ def test_sweep_over_gamma_and_slip(tmp_path):
                run.data.metrics["eval/success"] for run in children}
     assert success[("0.99", "False")] == 1.0 and success[("0.99", "True")] > success[("0.5", "True")]
     assert parent.data.metrics["best_trial/eval/success"] == 1.0
+
+
+def test_plugins_show_lists_a_gymnasium_ids_constructor_arguments():
+    result = CliRunner().invoke(app, ["plugins", "show", "FrozenLake-v1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("FrozenLake-v1 (environment): Gymnasium environment FrozenLake-v1")
+    rows = {line.split()[0] for line in result.stdout.splitlines()[2:] if line and not line.startswith(" ")}
+    assert {"map_name", "is_slippery", "max_episode_steps"} <= rows and "render_mode" not in rows
+
+
+@pytest.mark.slow
+def test_dqn_example_trains_through_the_lightning_path(tmp_path):
+    result, client = run_spec("cartpole_dqn", tmp_path, "trainer.max_epochs=2", "model.params.steps_per_epoch=300",
+                              "model.params.test_episodes=5", "trainer.progress_bar=false")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["trainyard.env"] == "CartPole-v1"
+    assert [m.step for m in sorted(client.get_metric_history(result.run_id, "val/return"), key=lambda m: m.step)] \
+        == [299, 599]  # once per epoch, at the last step of each
+    metrics = run.data.metrics
+    assert metrics["value/start"] == metrics["test/discounted_return"] and metrics["test/length"] >= 8
+    assert "best/val/return" in metrics and run.data.tags["trainyard.model_format"] == "pt2"
+    assert {a.path for a in client.list_artifacts(result.run_id, "reports")} == {"reports/learning_curve.png"}
+    assert {a.path for a in client.list_artifacts(result.run_id, "checkpoints")} >= {"checkpoints/best.ckpt"}
