@@ -84,6 +84,12 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
                  "source": experiment.source, "spec_path": str(experiment.path) if experiment.path else None}
     if not uri.startswith(("sqlite:", "file:")) and "://" in uri:
         check_reachable(uri)  # a server that cannot be reached is bad input, found before Ray starts
+    if spec.kind == "algorithm":
+        # Cheap to build, and the build is where an algorithm rejects its environment (dynamic
+        # programming on an environment without a model): bad input, found before Ray starts.
+        from trainyard.run import build
+
+        build(experiment)
     name = state["name"]
     folder = _join(storage, name)
     local = Path(folder) if _is_local(storage) else Path(DEFAULT_STORAGE).resolve() / name

@@ -171,3 +171,18 @@ def test_dqn_example_trains_through_the_lightning_path(tmp_path):
     assert "best/val/return" in metrics and run.data.tags["trainyard.model_format"] == "pt2"
     assert {a.path for a in client.list_artifacts(result.run_id, "reports")} == {"reports/learning_curve.png"}
     assert {a.path for a in client.list_artifacts(result.run_id, "checkpoints")} >= {"checkpoints/best.ckpt"}
+
+
+def test_sweeping_dynamic_programming_on_an_environment_without_a_model_stops_before_ray(tmp_path):
+    spec = tmp_path / "bad_sweep.yaml"
+    spec.write_text("""\
+name: bad-sweep
+env: {name: CartPole-v1}
+algorithm: {name: rl.value_iteration}
+sweep: {metric: eval/success, mode: max, space: {algorithm.params.gamma: {grid: [0.9, 0.99]}}}
+""")
+    result = CliRunner().invoke(app, ["sweep", str(spec)])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("bad_sweep.yaml: env.name: CartPole-v1 exposes no transition model")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweeps").exists()
