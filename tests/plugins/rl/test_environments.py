@@ -108,20 +108,17 @@ def test_gridworld_p_is_toy_text_format():
     lake = gymnasium.make("FrozenLake-v1", is_slippery=True).unwrapped
     for state in range(16):
         for action in range(4):
-            mine = sorted(env.P[state][action])
-            theirs = sorted((p, s, float(r), d) for p, s, r, d in lake.P[state][action])
-            merged = {}
-            for p, s, r, d in theirs:  # FrozenLake lists a repeated outcome twice; sum it
-                merged[(s, r, d)] = merged.get((s, r, d), 0.0) + p
-            assert {(s, r, d): pytest.approx(p) for (s, r, d), p in merged.items()} == \
-                   {(s, r, d): p for p, s, r, d in _merge(mine)}
+            # FrozenLake lists an outcome reached two ways (slipping into a wall) twice: compare sums.
+            theirs = outcomes(lake.P[state][action])
+            assert outcomes(env.P[state][action]) == {key: pytest.approx(p) for key, p in theirs.items()}
 
 
-def _merge(outcomes):
-    merged = {}
-    for p, s, r, d in outcomes:
-        merged[(s, r, d)] = merged.get((s, r, d), 0.0) + p
-    return [(p, s, r, d) for (s, r, d), p in merged.items()]
+def outcomes(listed) -> dict[tuple[int, float, bool], float]:
+    """{(next state, reward, ends): total probability} of a toy-text P[s][a] list."""
+    merged: dict[tuple[int, float, bool], float] = {}
+    for p, s, r, d in listed:
+        merged[(int(s), float(r), bool(d))] = merged.get((int(s), float(r), bool(d)), 0.0) + p
+    return merged
 
 
 def test_file_mdp_reads_arrays_and_samples_per_transition_rewards(mdp_file):
