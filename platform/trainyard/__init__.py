@@ -9,6 +9,7 @@ from trainyard.components import (
     Algorithm,
     BuildContext,
     Component,
+    Example,
     MetricSink,
     RunReport,
     algorithm,
@@ -23,6 +24,6 @@ from trainyard.params import Params
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "BuildContext", "Component", "MetricSink", "Params", "Problem", "RunReport", "SpecError",
+    "Algorithm", "BuildContext", "Component", "Example", "MetricSink", "Params", "Problem", "RunReport", "SpecError",
     "algorithm", "datamodule", "environment", "hookimpl", "model", "__version__",
 ]

@@ -5,6 +5,7 @@
     trainyard validate SPEC [--set ...]         check a spec and its components, train nothing
     trainyard plugins [--json]                  installed plugins and their components
     trainyard plugins show NAME [--json]        one component's parameters
+    trainyard plugin check NAME                 the conformance kit on every component of a plugin
     trainyard ui [--host H] [--port P]          the MLflow UI over the same store
 
 Exit status: 0 success, 1 the run failed, 2 bad input (one line per problem, no traceback),
@@ -34,6 +35,8 @@ app = typer.Typer(name="trainyard", no_args_is_help=True, add_completion=False,
 plugins_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
                           help="List installed plugins and their components.")
 app.add_typer(plugins_app, name="plugins")
+plugin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check a plugin against the platform's contract.")
+app.add_typer(plugin_app, name="plugin")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -305,6 +308,28 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+@plugin_app.command("check")
+def check(name: Annotated[str, typer.Argument(help="An installed plugin, e.g. cnn.")]):
+    """Build every component of a plugin from its example and check it (exit 1 on a failure)."""
+    from trainyard.conformance import check_plugin
+    from trainyard.registry import get_registry
+
+    registry = get_registry()
+    try:
+        failures = check_plugin(name, registry)
+    except LookupError as error:
+        err.print(str(error).strip("'\""), markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    for failure in failures:
+        err.print(str(failure), markup=False)
+    components = registry.plugins[name].components
+    if failures:
+        failed = len({failure.component for failure in failures})
+        err.print(f"{name}: {failed} of {len(components)} components failed", markup=False)
+        raise typer.Exit(1)
+    out.print(f"{name}: {len(components)} components conform: {', '.join(components)}", markup=False)
 
 
 @app.command()

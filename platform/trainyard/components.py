@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -51,6 +51,32 @@ class BuildContext:
 
 
 @dataclass(frozen=True)
+class Example:
+    """The smallest experiment that exercises a component: what the conformance kit
+    (`trainyard plugin check`, `trainyard.testing`) builds it with.
+
+    params:       the component's params at a tiny configuration ({} means the defaults), or a
+                  function `(folder: Path) -> params` that first writes files it needs there;
+    data / env:   for a model, the data module or environment it trains on, and for an
+                  algorithm the environment it solves, as spec sections ({"name": ..., "params": ...});
+    output_shape: a model's output for its `example_input_array` (None: any size);
+    batch:        a data module's training batch, one (dtype, shape) per tensor, e.g.
+                  (("float32", (None, 1, 8, 8)), ("int64", (None,)));
+    solves:       for an algorithm, the least value each of these metrics must reach on `env`.
+    """
+
+    params: Mapping[str, Any] | Callable[[Path], Mapping[str, Any]] = field(default_factory=dict)
+    data: Mapping[str, Any] | None = None
+    env: Mapping[str, Any] | None = None
+    output_shape: tuple[int | None, ...] | None = None
+    batch: tuple[tuple[str, tuple[int | None, ...]], ...] | None = None
+    solves: Mapping[str, float] = field(default_factory=dict)
+
+    def params_in(self, folder: Path) -> dict[str, Any]:
+        return dict(self.params(folder) if callable(self.params) else self.params)
+
+
+@dataclass(frozen=True)
 class Component:
     """A registered building block: a build function and the typed parameters it takes."""
 
@@ -62,6 +88,8 @@ class Component:
     # Metrics the component logs (e.g. "val/acc"): monitors and sweep metrics are checked
     # against these before anything trains.
     metrics: tuple[str, ...] = ()
+    # How the conformance kit exercises it (None: with default params, nothing to train on).
+    example: Example | None = None
 
     def __post_init__(self) -> None:
         if not COMPONENT_NAME.match(self.name):
@@ -70,32 +98,35 @@ class Component:
             raise TypeError(f"component {self.name!r}: params must be a trainyard.Params subclass")
 
 
-def _declare(kind: Kind, params: type[Params], name: str | None, metrics: tuple[str, ...]):
+def _declare(kind: Kind, params: type[Params], name: str | None, metrics: tuple[str, ...],
+             example: Example | None):
     def decorator(build: Callable[[Any, BuildContext], Any]) -> Component:
         doc = (build.__doc__ or "").strip().splitlines()
-        return Component(kind, name or build.__name__, build, params, doc[0] if doc else "", tuple(metrics))
+        return Component(kind, name or build.__name__, build, params, doc[0] if doc else "", tuple(metrics), example)
 
     return decorator
 
 
-def model(params: type[Params] = Params, *, name: str | None = None, metrics: tuple[str, ...] = ()):
+def model(params: type[Params] = Params, *, name: str | None = None, metrics: tuple[str, ...] = (),
+          example: Example | None = None):
     """Declare a model: `build(params, ctx)` returns a LightningModule."""
-    return _declare("model", params, name, metrics)
+    return _declare("model", params, name, metrics, example)
 
 
-def datamodule(params: type[Params] = Params, *, name: str | None = None):
+def datamodule(params: type[Params] = Params, *, name: str | None = None, example: Example | None = None):
     """Declare a data module: `build(params, ctx)` returns a LightningDataModule."""
-    return _declare("datamodule", params, name, ())
+    return _declare("datamodule", params, name, (), example)
 
 
-def environment(params: type[Params] = Params, *, name: str | None = None):
+def environment(params: type[Params] = Params, *, name: str | None = None, example: Example | None = None):
     """Declare an environment: `build(params, ctx)` returns an environment (e.g. a gymnasium.Env)."""
-    return _declare("environment", params, name, ())
+    return _declare("environment", params, name, (), example)
 
 
-def algorithm(params: type[Params] = Params, *, name: str | None = None, metrics: tuple[str, ...] = ()):
+def algorithm(params: type[Params] = Params, *, name: str | None = None, metrics: tuple[str, ...] = (),
+              example: Example | None = None):
     """Declare an algorithm: `build(params, ctx)` returns an object with `run(tracker)` (see Algorithm)."""
-    return _declare("algorithm", params, name, metrics)
+    return _declare("algorithm", params, name, metrics, example)
 
 
 class MetricSink(Protocol):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from trainyard import BuildContext, datamodule, hookimpl, model
 from trainyard_cnn import data, plots
+from trainyard_cnn.examples import CIFAR10_DATA, DIGITS_DATA, MNIST_DATA, MODEL, VOLUMES_DATA
 from trainyard_cnn.alexnet import AlexNet, AlexNetParams
 from trainyard_cnn.classifier import METRICS, ImageClassifier, image_classifier
 from trainyard_cnn.lenet import LeNet5, LeNet5Params
@@ -31,25 +32,25 @@ from trainyard_cnn.vgg import VGG, VGGParams
 # --- models ----------------------------------------------------------------------------------
 
 
-@model(LeNet5Params, metrics=METRICS)
+@model(LeNet5Params, metrics=METRICS, example=MODEL)
 def lenet5(params: LeNet5Params, ctx: BuildContext) -> ImageClassifier:
     """LeNet-5 (LeCun et al. 1998): two convolution/subsampling stages, then dense layers."""
     return image_classifier(LeNet5, params, ctx)
 
 
-@model(AlexNetParams, metrics=METRICS)
+@model(AlexNetParams, metrics=METRICS, example=MODEL)
 def alexnet(params: AlexNetParams, ctx: BuildContext) -> ImageClassifier:
     """AlexNet-style (Krizhevsky et al. 2012): five ReLU convolutions, max pooling, dropout."""
     return image_classifier(AlexNet, params, ctx)
 
 
-@model(VGGParams, metrics=METRICS)
+@model(VGGParams, metrics=METRICS, example=MODEL)
 def vgg(params: VGGParams, ctx: BuildContext) -> ImageClassifier:
     """VGG-style (Simonyan & Zisserman 2014): stacks of 3x3 'same' convolutions before each pooling."""
     return image_classifier(VGG, params, ctx)
 
 
-@model(ResNetParams, metrics=METRICS)
+@model(ResNetParams, metrics=METRICS, example=MODEL)
 def resnet(params: ResNetParams, ctx: BuildContext) -> ImageClassifier:
     """ResNet with basic blocks (He et al.): v1 post-activation, v2 pre-activation."""
     return image_classifier(ResNet, params, ctx)
@@ -58,25 +59,25 @@ def resnet(params: ResNetParams, ctx: BuildContext) -> ImageClassifier:
 # --- data ------------------------------------------------------------------------------------
 
 
-@datamodule(data.DigitsParams)
+@datamodule(data.DigitsParams, example=DIGITS_DATA)
 def digits(params: data.DigitsParams, ctx: BuildContext) -> data.Digits:
     """scikit-learn's 1,797 8x8 handwritten digits: real data that needs no download."""
     return data.Digits(params)
 
 
-@datamodule(data.MNISTParams)
+@datamodule(data.MNISTParams, example=MNIST_DATA)
 def mnist(params: data.MNISTParams, ctx: BuildContext) -> data.MNIST:
     """MNIST or Fashion-MNIST, read from the IDX files in a local folder (optional download)."""
     return data.MNIST(params)
 
 
-@datamodule(data.CIFAR10Params)
+@datamodule(data.CIFAR10Params, example=CIFAR10_DATA)
 def cifar10(params: data.CIFAR10Params, ctx: BuildContext) -> data.CIFAR10:
     """CIFAR-10, read from the binary version's files in a local folder (optional download)."""
     return data.CIFAR10(params)
 
 
-@datamodule(data.VolumesParams)
+@datamodule(data.VolumesParams, example=VOLUMES_DATA)
 def volumes(params: data.VolumesParams, ctx: BuildContext) -> data.Volumes:
     """Synthetic noisy 3-D volumes of spheres, cubes and cylinders, for 3-D convolutions."""
     return data.Volumes(params)

@@ -22,10 +22,13 @@ policy as arrows, convergence and learning curves (plots.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium
+import numpy as np
 from pydantic import Field
 
-from trainyard import BuildContext, Params, algorithm, environment, hookimpl, model
+from trainyard import BuildContext, Example, Params, algorithm, environment, hookimpl, model
 from trainyard_rl import plots
 from trainyard_rl.algorithms import (
     LEARNING_METRICS,
@@ -38,6 +41,10 @@ from trainyard_rl.algorithms import (
 )
 from trainyard_rl.dqn import METRICS as DQN_METRICS
 from trainyard_rl.dqn import DQNParams, build_dqn
+
+# What the conformance kit (`trainyard plugin check rl`) builds each component with.
+DETERMINISTIC_LAKE = {"name": "FrozenLake-v1", "params": {"is_slippery": False}}
+SOLVES_THE_LAKE = {"eval/success": 1.0}
 
 GRIDWORLD_ID = "trainyard/GridWorld-v0"
 FILE_MDP_ID = "trainyard/FileMDP-v0"
@@ -68,7 +75,8 @@ class GridWorldParams(Params):
 
 # Named explicitly: a function called `gridworld` would be replaced by the submodule
 # trainyard_rl.gridworld as soon as that is imported (Python sets submodules on the package).
-@environment(GridWorldParams, name="gridworld")
+@environment(GridWorldParams, name="gridworld",
+             example=Example(params={"rows": 4, "cols": 5, "slip": 0.2, "wall_fraction": 0.2, "trap_fraction": 0.1}))
 def make_gridworld(params: GridWorldParams, ctx: BuildContext):
     """Scalable grid MDP (walls, slip, goal and traps) with its sparse transition model."""
     arguments = params.model_dump(exclude={"max_episode_steps"})
@@ -80,7 +88,16 @@ class FileMDPParams(Params):
     max_episode_steps: int | None = Field(1000, ge=1, description="Truncate episodes after this many steps.")
 
 
-@environment(FileMDPParams)
+def _example_mdp_file(folder: Path) -> dict:
+    """Two states, two actions: action 1 in state 0 reaches the terminal state 1 for a reward of 1."""
+    transitions = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.2, 0.8], [0.0, 1.0]]])
+    path = folder / "two_states.npz"
+    np.savez(path, transitions=transitions, rewards=np.array([[0.0, 0.8], [0.0, 0.0]]),
+             terminal=np.array([False, True]))
+    return {"path": str(path)}
+
+
+@environment(FileMDPParams, example=Example(params=_example_mdp_file))
 def file_mdp(params: FileMDPParams, ctx: BuildContext):
     """An MDP from your own transition and reward arrays in a NumPy .npz file."""
     return gymnasium.make(FILE_MDP_ID, path=params.path, max_episode_steps=params.max_episode_steps)
@@ -89,25 +106,31 @@ def file_mdp(params: FileMDPParams, ctx: BuildContext):
 # --- algorithms --------------------------------------------------------------------------------
 
 
-@algorithm(PlanningParams, metrics=PLANNING_METRICS)
+@algorithm(PlanningParams, metrics=PLANNING_METRICS,
+           example=Example(params={"eval_episodes": 20}, env=DETERMINISTIC_LAKE, solves=SOLVES_THE_LAKE))
 def value_iteration(params: PlanningParams, ctx: BuildContext) -> Planner:
     """Value iteration on the environment's model, stopped when the greedy policy is epsilon-optimal."""
     return Planner("value_iteration", params, ctx)
 
 
-@algorithm(PolicyIterationParams, metrics=PLANNING_METRICS)
+@algorithm(PolicyIterationParams, metrics=PLANNING_METRICS,
+           example=Example(params={"eval_episodes": 20}, env=DETERMINISTIC_LAKE, solves=SOLVES_THE_LAKE))
 def policy_iteration(params: PolicyIterationParams, ctx: BuildContext) -> Planner:
     """Policy iteration (exact evaluation), or modified policy iteration with evaluation_sweeps."""
     return Planner("policy_iteration", params, ctx)
 
 
-@algorithm(LearningParams, metrics=LEARNING_METRICS)
+LEARNER_EXAMPLE = Example(params={"episodes": 1000, "alpha": 0.5, "gamma": 0.95, "eval_episodes": 20},
+                          env=DETERMINISTIC_LAKE, solves=SOLVES_THE_LAKE)
+
+
+@algorithm(LearningParams, metrics=LEARNING_METRICS, example=LEARNER_EXAMPLE)
 def q_learning(params: LearningParams, ctx: BuildContext) -> Learner:
     """Tabular Q-learning with epsilon-greedy exploration (no model needed)."""
     return Learner("q_learning", params, ctx)
 
 
-@algorithm(LearningParams, metrics=LEARNING_METRICS)
+@algorithm(LearningParams, metrics=LEARNING_METRICS, example=LEARNER_EXAMPLE)
 def sarsa(params: LearningParams, ctx: BuildContext) -> Learner:
     """Tabular SARSA, the on-policy counterpart of Q-learning."""
     return Learner("sarsa", params, ctx)
@@ -116,7 +139,10 @@ def sarsa(params: LearningParams, ctx: BuildContext) -> Learner:
 # --- models ------------------------------------------------------------------------------------
 
 
-@model(DQNParams, name="dqn", metrics=DQN_METRICS)
+@model(DQNParams, name="dqn", metrics=DQN_METRICS,
+       example=Example(params={"hidden": [16], "batch_size": 8, "warmup_steps": 32, "steps_per_epoch": 2,
+                               "val_episodes": 1, "test_episodes": 1},
+                       env={"name": "CartPole-v1"}, output_shape=(1, 2)))
 def make_dqn(params: DQNParams, ctx: BuildContext):
     """Deep Q-network (Mnih et al. 2015): replay buffer, target network, epsilon-greedy."""
     return build_dqn(params, ctx)
