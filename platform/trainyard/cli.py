@@ -5,6 +5,7 @@
     trainyard validate SPEC [--set ...]         check a spec and its components, train nothing
     trainyard plugins [--json]                  installed plugins and their components
     trainyard plugins show NAME [--json]        one component's parameters
+    trainyard plugin new NAME [--kind model|rl] a new plugin package: components, example spec, tests
     trainyard plugin check NAME                 the conformance kit on every component of a plugin
     trainyard ui [--host H] [--port P]          the MLflow UI over the same store
 
@@ -308,6 +309,24 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+@plugin_app.command("new")
+def new(name: Annotated[str, typer.Argument(help="The plugin's name: the prefix of its components.")],
+        kind: Annotated[str, typer.Option(help="model: a data module and a LightningModule; "
+                                               "rl: an environment and an algorithm.")] = "model",
+        directory: Annotated[Path, typer.Option("--dir", help="Where to create the plugin's folder.")] = Path(".")):
+    """Create an installable plugin package in a new folder: components, example spec, tests."""
+    from trainyard.scaffold import new_plugin
+
+    try:
+        folder = new_plugin(name, kind, directory)
+    except ValueError as error:
+        err.print(f"trainyard plugin new: {error}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    out.print(f"created {folder}\n  next: pip install -e {folder}   then: trainyard plugins; "
+              f"trainyard run {folder / 'experiments' / 'example.yaml'}; trainyard plugin check {name}; "
+              f"pytest {folder}", markup=False)
 
 
 @plugin_app.command("check")

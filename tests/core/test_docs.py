@@ -33,3 +33,16 @@ def test_every_hook_says_when_it_is_called_and_how_results_combine():
     for name in HOOKS:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert "Results of all plugins are collected" in doc or "All implementations run" in doc, name
+
+
+def test_the_plugin_guide_covers_every_plugin_command_and_every_kind_the_kit_checks():
+    import typer.main
+
+    from trainyard.cli import plugin_app
+    from trainyard.components import KINDS
+
+    guide = (ROOT / "docs" / "writing-a-plugin.md").read_text()
+    commands = [command.name for command in typer.main.get_group(plugin_app).commands.values()]
+    assert commands and all(f"trainyard plugin {command}" in guide for command in commands)
+    rows = set(re.findall(r"^\| ([a-z ]+) \|", guide, flags=re.MULTILINE))
+    assert {kind.replace("datamodule", "data module") for kind in KINDS} <= rows
