@@ -10,6 +10,7 @@ reason, and never affects the others.
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -176,6 +177,12 @@ def _collect(manager: pluggy.PluginManager, plugin_name: str) -> list[Registered
             if not isinstance(result, (list, tuple)):
                 raise TypeError(f"{hook_name} returned {type(result).__name__}, expected a list of components")
             for item in result:
+                if isinstance(item, types.ModuleType):
+                    # The package's submodule of the same name replaced the decorated function
+                    # when it was imported (Python sets submodules as package attributes).
+                    short = item.__name__.rsplit(".", 1)[-1]
+                    raise TypeError(f"{hook_name} returned the module {item.__name__}, which replaced the function "
+                                    f"{short!r}: rename the function, declare it with name={short!r}")
                 if not isinstance(item, Component):
                     raise TypeError(f"{hook_name} returned {item!r}, expected components declared with @trainyard.{kind}")
                 if item.kind != kind:

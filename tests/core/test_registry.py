@@ -163,3 +163,26 @@ def test_every_builtin_param_is_typed_and_documented():
                 assert info.description, f"{name}: {field_name} has no description"
                 assert info.annotation is not None
             params()  # the defaults are valid
+
+
+def test_a_component_function_replaced_by_its_submodule_is_explained(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from trainyard.registry import load_registry
+
+    package = tmp_path / "shadowed_plugin"
+    package.mkdir()
+    (package / "grid.py").write_text("SIZE = 3\n")
+    (package / "__init__.py").write_text(
+        "from trainyard import environment, hookimpl\n\n"
+        "@environment()\n"
+        "def grid(params, ctx):\n    '''A grid.'''\n\n"
+        "from shadowed_plugin.grid import SIZE  # imports the submodule: shadowed_plugin.grid is now the module\n\n"
+        "@hookimpl\n"
+        "def register_environments():\n    return [grid]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry([EntryPoint("shadowed", "shadowed_plugin", ENTRY_POINT_GROUP)])
+    info = registry.plugins["shadowed"]
+    assert info.status == "broken"
+    assert info.reason == ("TypeError: register_environments returned the module shadowed_plugin.grid, which "
+                           "replaced the function 'grid': rename the function, declare it with name='grid'")
