@@ -143,7 +143,8 @@ def _check_model(registered: Registered, registry: Registry, folder: Path) -> No
     inputs = getattr(model, "example_input_array", None)
     if not isinstance(inputs, torch.Tensor):
         raise CheckFailed("forward", "the model has no example_input_array tensor to check its shapes with")
-    model.train()
+    # Eval mode: an example input may be a batch of one, which batch norm cannot train on.
+    model.eval()
     output = _forward(model, inputs)
     if example.output_shape is not None and not _shape_matches(tuple(output.shape), example.output_shape):
         raise CheckFailed("forward", f"output shape {tuple(output.shape)}, declared {example.output_shape}")
@@ -237,7 +238,7 @@ def _check_datamodule(registered: Registered, registry: Registry, folder: Path) 
     params = _params(registered, folder)
     first = _batches(registered, params, folder)
     if example.batch is not None:
-        tensors = first[0] if isinstance(first[0], (list, tuple)) else [first[0]]
+        tensors = _tensors(first[0])
         if len(tensors) != len(example.batch):
             raise CheckFailed("batch", f"{len(tensors)} tensors in a batch, declared {len(example.batch)}")
         for i, (tensor, (dtype, shape)) in enumerate(zip(tensors, example.batch)):
@@ -246,10 +247,15 @@ def _check_datamodule(registered: Registered, registry: Registry, folder: Path) 
                 raise CheckFailed("batch", f"tensor {i} is {actual} {tuple(tensor.shape)}, declared {dtype} {tuple(shape)}")
     again = _batches(registered, params, folder)
     for one, other in zip(first, again):
-        ones = one if isinstance(one, (list, tuple)) else [one]
-        others = other if isinstance(other, (list, tuple)) else [other]
-        if not all(torch.equal(a, b) for a, b in zip(ones, others)):
+        if not all(torch.equal(a, b) for a, b in zip(_tensors(one), _tensors(other))):
             raise CheckFailed("seed", "the same seed gives different training batches")
+
+
+def _tensors(batch) -> list:
+    """A batch as its list of tensors: a tuple or list as it is, a mapping's values in order, or one tensor."""
+    if isinstance(batch, dict):
+        return list(batch.values())
+    return list(batch) if isinstance(batch, (list, tuple)) else [batch]
 
 
 def _batches(registered, params, folder: Path, count: int = 2) -> list:
