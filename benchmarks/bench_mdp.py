@@ -129,9 +129,7 @@ def grid(repeats: int, side: int) -> tuple[float, float]:
         sweep()
     sweep_time, _ = timed(sweep, 30)
     bandwidth = copy_bandwidth()
-    matrix = bellman._matrix
-    touched = (matrix.values().nbytes + matrix.col_indices().nbytes + matrix.crow_indices().nbytes
-               + mdp.rewards.nbytes + 2 * 8 * mdp.n_states)
+    touched = bellman.bytes_per_sweep
     bound = touched / bandwidth
     total = build_time + solve_time
     print(f"{side}x{side} GridWorld (slip 0.2, gamma {gamma}, epsilon {epsilon}): {mdp.n_states:,} states, "

@@ -139,7 +139,7 @@ def _check_model(registered: Registered, registry: Registry, folder: Path) -> No
 
     example = _example(registered)
     params = _params(registered, folder)
-    model, data, env = _build_model(registered, registry, params, example, folder)
+    model, data = _build_model(registered, registry, params, example, folder)
     inputs = getattr(model, "example_input_array", None)
     if not isinstance(inputs, torch.Tensor):
         raise CheckFailed("forward", "the model has no example_input_array tensor to check its shapes with")
@@ -176,7 +176,7 @@ def _build_model(registered, registry, params, example: Example, folder: Path):
     from trainyard.spec import OptimizerSpec, ScheduleSpec
 
     optim.attach_optimizers(model, OptimizerSpec(), ScheduleSpec(), 1)
-    return model, data, env
+    return model, data
 
 
 def _forward(model, inputs):
@@ -212,7 +212,7 @@ def _round_trip(registered, registry, params, example, model, inputs, folder: Pa
         state = torch.load(buffer, weights_only=True)
     except Exception as error:  # noqa: BLE001 - e.g. a state_dict holding arbitrary objects
         raise CheckFailed("checkpoint", f"torch.load(weights_only=True) refuses it: {_one_line(error)}") from None
-    fresh, _, _ = _build_model(registered, registry, params, example, folder)
+    fresh, _ = _build_model(registered, registry, params, example, folder)
     try:
         fresh.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001

@@ -13,7 +13,7 @@ it. The checks are those of `trainyard plugin check` (see trainyard.conformance)
 
 from __future__ import annotations
 
-from trainyard.conformance import Failure, check_component
+from trainyard.conformance import check_component
 from trainyard.registry import get_registry
 
 
@@ -24,14 +24,10 @@ def components_of(plugin: str | None = None) -> list[str]:
     return [name for info in infos for name in info.components]
 
 
-def conformance_failures(name: str) -> list[Failure]:
-    return check_component(get_registry().find(name))
-
-
 def assert_conforms(name: str) -> None:
     """Fail the calling test with one line per failed check of component `name`."""
     import pytest
 
-    failures = conformance_failures(name)
+    failures = check_component(get_registry().find(name))
     if failures:
         pytest.fail("\n".join(map(str, failures)), pytrace=False)

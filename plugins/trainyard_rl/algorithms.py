@@ -87,7 +87,6 @@ class _Evaluated:
         finally:
             if env is not self.ctx.env:
                 env.close()
-        self.evaluation = evaluation
         return evaluation.metrics("eval")
 
 

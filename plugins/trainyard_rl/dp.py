@@ -88,9 +88,9 @@ class Bellman:
 
     @property
     def bytes_per_sweep(self) -> int:
-        """The least memory one sweep must touch: the matrix, r, V read and Q written."""
+        """The least memory one value-iteration sweep must touch: the CSR arrays, r, V read and V written."""
         return (self._data.nbytes + self._indices.nbytes + self._indptr.nbytes + self._rewards.numpy().nbytes
-                + self._q.numpy().nbytes + 8 * self.mdp.n_states)
+                + 2 * 8 * self.mdp.n_states)
 
 
 # --- policy evaluation -------------------------------------------------------------------------

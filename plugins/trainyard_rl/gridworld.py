@@ -84,7 +84,6 @@ class GridWorldEnv(gym.Env):
         self.action_space = spaces.Discrete(4)
         self.start = int(np.flatnonzero(self.cells.ravel() == START)[0])
         self.state = self.start
-        self.last_action: int | None = None
 
     # --- dynamics, shared by step() and the model --------------------------------------------
 
@@ -92,9 +91,9 @@ class GridWorldEnv(gym.Env):
         """Cells reached by moving from `states` in `directions` (same shapes); walls block."""
         row, col = np.divmod(states, self.cols)
         row2, col2 = row + MOVES[directions, 0], col + MOVES[directions, 1]
+        # A move off the grid stays where it is; clipping keeps the cell lookup in range.
         inside = (row2 >= 0) & (row2 < self.rows) & (col2 >= 0) & (col2 < self.cols)
-        target = np.where(inside, row2 * self.cols + np.clip(col2, 0, self.cols - 1), states)
-        target = np.clip(target, 0, self.rows * self.cols - 1)
+        target = np.where(inside, np.clip(row2, 0, self.rows - 1) * self.cols + np.clip(col2, 0, self.cols - 1), states)
         return np.where(self.cells.ravel()[target] == WALL, states, target)
 
     def _reward_and_end(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +148,7 @@ class GridWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.state, self.last_action = self.start, None
+        self.state = self.start
         return self.state, {}
 
     def step(self, action: int):
@@ -161,7 +160,7 @@ class GridWorldEnv(gym.Env):
         cell = int(self._next(np.array([self.state]), np.array([direction]))[0])
         kind = self.cells.ravel()[cell]
         reward, terminated = float(self._reward_of_kind[kind]), bool(self._ends_in_kind[kind])
-        self.state, self.last_action = cell, action
+        self.state = cell
         info = {"is_success": bool(kind == GOAL)} if terminated else {}
         return cell, reward, terminated, False, info
 

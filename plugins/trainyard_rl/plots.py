@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from trainyard_rl.gridworld import WALL
+
 # (column, row) step of LEFT, DOWN, RIGHT, UP on an image whose rows grow downwards.
 ARROWS = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]], dtype=float)
 MAX_ARROW_SIDE = 40
@@ -57,7 +59,7 @@ def value_png(V: np.ndarray, policy: np.ndarray, mdp, env, path: Path, title: st
         shown = ~mdp.terminal
         cells = getattr(getattr(env, "unwrapped", None), "cells", None)
         if cells is not None:
-            shown &= cells.ravel() != 1  # gridworld.WALL
+            shown &= cells.ravel() != WALL
         r, c = np.divmod(np.flatnonzero(shown), cols)
         steps = ARROWS[policy[shown]]
         ax.quiver(c, r, steps[:, 0], steps[:, 1], angles="xy", scale_units="xy", scale=2.2, color="white",

@@ -122,12 +122,6 @@ def test_bad_rl_specs_exit_2_with_one_line_and_write_nothing(case, command, tmp_
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_every_rl_example_validates():
-    for spec in sorted((EXPERIMENTS / "rl").glob("*.yaml")):
-        result = CliRunner().invoke(app, ["validate", str(spec)])
-        assert result.exit_code == 0, f"{spec.name}: {result.output}"
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 def test_sweep_over_gamma_and_slip(tmp_path):
