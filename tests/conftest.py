@@ -12,6 +12,9 @@ from filelock import FileLock
 from trainyard.registry import reset_registry
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Installed like any third-party plugin. The last three stand in for the families that the core
+# contract v2 serves: a two-optimizer GAN, a language model sized by its vocabulary, a VAE.
+TEST_PLUGINS = ("example_plugin", "broken_plugin", "gan_plugin", "lm_plugin", "vae_plugin")
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +23,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("TRAINYARD_PLUGINS", raising=False)
+    # Data caches (tokenizers, vocabularies) stay inside the test's folder.
+    monkeypatch.setenv("TRAINYARD_CACHE_DIR", str(tmp_path / ".trainyard-cache"))
     reset_registry()
     yield tmp_path
     reset_registry()
@@ -36,7 +41,7 @@ def plugin_site(tmp_path_factory) -> Path:
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                  "--no-index", "--target", str(target),
-                 str(FIXTURES / "example_plugin"), str(FIXTURES / "broken_plugin")],
+                 *(str(FIXTURES / name) for name in TEST_PLUGINS)],
                 check=True,
             )
             (target / ".installed").touch()

@@ -6,6 +6,7 @@ What a plugin author needs is importable from here:
 """
 
 from trainyard.components import (
+    OWN,
     Algorithm,
     BuildContext,
     Component,
@@ -24,6 +25,6 @@ from trainyard.params import Params
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "BuildContext", "Component", "Example", "MetricSink", "Params", "Problem", "RunReport", "SpecError",
+    "OWN", "Algorithm", "BuildContext", "Component", "Example", "MetricSink", "Params", "Problem", "RunReport", "SpecError",
     "algorithm", "datamodule", "environment", "hookimpl", "model", "__version__",
 ]

@@ -1,35 +1,44 @@
 """The spec's optimizer and schedule sections, turned into Lightning's `configure_optimizers`.
 
-Models stay free of optimiser choices, so a sweep can search `optimizer.lr` for any model. Like
-LightningCLI, the core binds `configure_optimizers` onto a module that does not define its own;
-a module that does (a GAN with two optimisers, say) keeps it and can call `build_optimizer`.
+Models stay free of optimiser choices, so a sweep can search `optimizer.lr` (or
+`optimizer.generator.lr`) for any model. Like LightningCLI, the core binds `configure_optimizers`
+onto the module, as the model's declaration says: one optimizer over every trainable parameter,
+one per declared name over a submodule each (a GAN's generator and discriminator), or none when
+the module is declared with optimizers="own". For modules under manual optimization, the
+callbacks below do what Lightning's Trainer only does under automatic optimization: step the
+schedules, clip gradients, and stop at trainer.max_steps counted in batches.
 """
 
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pytorch_lightning import LightningModule
+from pytorch_lightning import Callback, LightningModule
 
+from trainyard.components import OWN, Optimizers
 from trainyard.spec import OptimizerSpec, ScheduleSpec
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "rmsprop": torch.optim.RMSprop}
 
 
-def build_optimizer(spec: OptimizerSpec, parameters) -> torch.optim.Optimizer:
+def build_optimizer(spec: OptimizerSpec, parameters, name: str | None = None) -> torch.optim.Optimizer:
     """The optimiser over the parameters that are not frozen."""
     trainable = [p for p in parameters if p.requires_grad]
     if not trainable:
-        raise ValueError("every parameter is frozen: nothing to train (check model.freeze)")
+        whose = f"optimizer {name!r} trains no parameter: every one it would train is frozen" if name else \
+            "every parameter is frozen"
+        raise ValueError(f"{whose}: nothing to train (check model.freeze)")
     return OPTIMIZERS[spec.name](trainable, **spec.torch_kwargs())
 
 
 def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_epochs: int,
-                    total_steps: int, lr: float) -> dict[str, Any] | None:
-    """A Lightning lr_scheduler config for the spec's schedule, or None for a constant rate."""
+                    total_steps: int, lr: float, per_step: bool = False) -> dict[str, Any] | None:
+    """A Lightning lr_scheduler config for the spec's schedule, or None for a constant rate.
+    `per_step`: the run is bounded by max_steps, so cosine anneals over `total_steps` steps."""
     from torch.optim import lr_scheduler as sched
 
     main_epochs = max(1, max_epochs - spec.warmup_epochs)
@@ -44,6 +53,9 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
                                           gamma=spec.gamma or 0.1)
         case "exponential":
             scheduler = sched.ExponentialLR(optimizer, gamma=spec.gamma or 0.95)
+        case "cosine" if per_step:
+            scheduler = sched.CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=spec.eta_min or 0.0)
+            interval = "step"
         case "cosine":
             scheduler = sched.CosineAnnealingLR(optimizer, T_max=main_epochs, eta_min=spec.eta_min or 0.0)
         case "onecycle":
@@ -67,17 +79,123 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
     return config | ({"monitor": monitor} if monitor else {})
 
 
-def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec, schedule: ScheduleSpec,
-                      max_epochs: int) -> bool:
-    """Give `module` a configure_optimizers built from the spec; False if it has its own."""
-    if type(module).configure_optimizers is not LightningModule.configure_optimizers:
+def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec | Mapping[str, OptimizerSpec],
+                      schedule: ScheduleSpec | Mapping[str, ScheduleSpec], max_epochs: int,
+                      declared: Optimizers = None, step_schedules: bool = False) -> bool:
+    """Give `module` a configure_optimizers built from the spec, as its declaration says
+    (see trainyard.components.Optimizers); False when the module builds its own.
+
+    With named optimizers, Lightning receives one {"optimizer", "lr_scheduler"} entry per name,
+    in the declared order: `self.optimizers()` and `self.lr_schedulers()` follow that order.
+    `step_schedules`: the run is bounded by trainer.max_steps, so cosine anneals over steps.
+    """
+    defines_own = type(module).configure_optimizers is not LightningModule.configure_optimizers
+    if declared == OWN:
+        if not defines_own:
+            raise ValueError(f"{type(module).__name__} is declared with optimizers='own' but defines no "
+                             "configure_optimizers")
         return False
+    if defines_own:
+        raise ValueError(f"{type(module).__name__} defines configure_optimizers: declare the model with "
+                         "optimizers='own' (the spec's optimizer section would be ignored otherwise)")
+    names = list(declared) if isinstance(declared, Mapping) else []
+    for name in names:
+        try:
+            module.get_submodule(declared[name])
+        except AttributeError:
+            raise ValueError(f"optimizer {name!r} trains the submodule {declared[name]!r}, which "
+                             f"{type(module).__name__} does not have") from None
 
     def configure_optimizers(self: LightningModule):
-        opt = build_optimizer(optimizer, self.parameters())
-        scheduler = build_scheduler(schedule, opt, max_epochs, int(self.trainer.estimated_stepping_batches),
-                                    optimizer.lr)
-        return {"optimizer": opt, "lr_scheduler": scheduler} if scheduler else opt
+        total_steps = int(min(self.trainer.estimated_stepping_batches, _step_budget(self.trainer)))
+        if not names:
+            opt = build_optimizer(optimizer, self.parameters())
+            scheduler = build_scheduler(schedule, opt, max_epochs, total_steps, optimizer.lr, step_schedules)
+            return {"optimizer": opt, "lr_scheduler": scheduler} if scheduler else opt
+        configured = []
+        for name in names:
+            spec, plan = optimizer[name], _schedule_of(schedule, name)
+            opt = build_optimizer(spec, self.get_submodule(declared[name]).parameters(), name)
+            scheduler = build_scheduler(plan, opt, max_epochs, total_steps, spec.lr, step_schedules) if plan else None
+            if scheduler is not None:
+                scheduler["name"] = f"train/lr/{name}"
+            configured.append({"optimizer": opt} | ({"lr_scheduler": scheduler} if scheduler else {}))
+        return configured
 
     module.configure_optimizers = types.MethodType(configure_optimizers, module)
     return True
+
+
+def _schedule_of(schedule: ScheduleSpec | Mapping[str, ScheduleSpec], name: str) -> ScheduleSpec | None:
+    """One section applies to every optimizer; a mapping names the optimizers it schedules."""
+    return schedule.get(name) if isinstance(schedule, Mapping) else schedule
+
+
+def _step_budget(trainer) -> float:
+    budget = getattr(trainer, "trainyard_batch_budget", None)  # set by BatchBudget (manual optimization)
+    return float(budget) if budget else float("inf")
+
+
+class BatchBudget(Callback):
+    """trainer.max_steps for a module under manual optimization, counted in training batches.
+
+    Lightning counts a global step per optimizer step, so a GAN with two optimizers would stop
+    at half the batches, and one with n_critic discriminator steps at a fraction that depends on
+    it. trainyard defines max_steps as training batches for such modules and stops here; the
+    validation Lightning runs when a run is asked to stop still happens.
+    """
+
+    def __init__(self, max_batches: int):
+        self.max_batches = max_batches
+        self.batches = 0
+
+    def setup(self, trainer, module, stage: str) -> None:
+        trainer.trainyard_batch_budget = self.max_batches
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches >= self.max_batches:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.batches = state_dict.get("batches", self.batches)
+
+
+class ManualSchedules(Callback):
+    """Step the spec's schedules of a module under manual optimization, as Lightning steps them
+    under automatic optimization (it leaves them to the module otherwise): per-step schedules
+    after each batch, the others after each epoch, plateau with its monitored metric."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._step(trainer, "step")
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self._step(trainer, "epoch")
+
+    @staticmethod
+    def _step(trainer, interval: str) -> None:
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != interval:
+                continue
+            if config.reduce_on_plateau:
+                value = trainer.callback_metrics.get(config.monitor)
+                if value is not None:
+                    config.scheduler.step(float(value))
+            else:
+                config.scheduler.step()
+
+
+class ClipGradients(Callback):
+    """The spec's gradient clipping for a module under manual optimization: Lightning's Trainer
+    refuses gradient_clip_val then. Each optimizer step of the module (through `self.optimizers()`)
+    passes here after its gradients are computed and unscaled, before the step."""
+
+    def __init__(self, value: float, algorithm: str):
+        self.value, self.algorithm = value, algorithm
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        if not module.automatic_optimization:
+            module.clip_gradients(optimizer, gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
