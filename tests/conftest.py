@@ -12,9 +12,11 @@ from filelock import FileLock
 from trainyard.registry import reset_registry
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# Installed like any third-party plugin. The last three stand in for the families that the core
-# contract v2 serves: a two-optimizer GAN, a language model sized by its vocabulary, a VAE.
-TEST_PLUGINS = ("example_plugin", "broken_plugin", "gan_plugin", "lm_plugin", "vae_plugin")
+# Installed like any third-party plugin, each set into a folder of its own. The contract set
+# stands in for the families that the core contract v2 serves: a two-optimizer GAN, a language
+# model sized by its vocabulary, a VAE.
+TEST_PLUGINS = ("example_plugin", "broken_plugin")
+CONTRACT_PLUGINS = ("gan_plugin", "lm_plugin", "vae_plugin")
 
 
 @pytest.fixture(autouse=True)
@@ -30,22 +32,32 @@ def isolated(tmp_path, monkeypatch):
     reset_registry()
 
 
-@pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory) -> Path:
-    """The out-of-tree test plugins, installed by pip into a folder: real distributions with
-    real entry points. Shared by pytest-xdist workers."""
+def _install(tmp_path_factory, name: str, folders: tuple[str, ...]) -> Path:
+    """Test plugins installed by pip into a folder: real distributions with real entry points.
+    Shared by pytest-xdist workers."""
     shared = tmp_path_factory.getbasetemp().parent
-    target = shared / "plugin-site"
-    with FileLock(str(shared / "plugin-site.lock")):
+    target = shared / name
+    with FileLock(str(shared / f"{name}.lock")):
         if not (target / ".installed").exists():
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                 "--no-index", "--target", str(target),
-                 *(str(FIXTURES / name) for name in TEST_PLUGINS)],
+                 "--no-index", "--target", str(target), *(str(FIXTURES / folder) for folder in folders)],
                 check=True,
             )
             (target / ".installed").touch()
     return target
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """The example and broken test plugins."""
+    return _install(tmp_path_factory, "plugin-site", TEST_PLUGINS)
+
+
+@pytest.fixture(scope="session")
+def contract_site(tmp_path_factory) -> Path:
+    """The GAN, language-model and VAE test plugins (gan2d, toklm, tinyvae)."""
+    return _install(tmp_path_factory, "contract-site", CONTRACT_PLUGINS)
 
 
 @pytest.fixture
@@ -54,6 +66,18 @@ def use_plugins(plugin_site, monkeypatch):
 
     def use(*names: str) -> None:
         monkeypatch.syspath_prepend(str(plugin_site))
+        monkeypatch.setenv("TRAINYARD_PLUGINS", ",".join(names))
+        reset_registry()
+
+    return use
+
+
+@pytest.fixture
+def use_contract_plugins(contract_site, monkeypatch):
+    """Make the GAN, language-model and VAE test plugins importable and allow only the named ones."""
+
+    def use(*names: str) -> None:
+        monkeypatch.syspath_prepend(str(contract_site))
         monkeypatch.setenv("TRAINYARD_PLUGINS", ",".join(names))
         reset_registry()
 

@@ -98,6 +98,11 @@ def problems_from_validation_error(
     return problems
 
 
+# The tags of a section that may be written once or as a mapping of named sections
+# (`optimizer`, `schedule`): pydantic puts them in error locations; users never see them.
+SECTION_FORMS = ("<one section>", "<named sections>")
+
+
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in node:
         node = defs[node["$ref"].rsplit("/", 1)[-1]]
@@ -118,6 +123,9 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
             path.append(part)
             continue
         node = _resolve(node, defs)
+        if part in SECTION_FORMS and (options := node.get("oneOf", node.get("anyOf"))):
+            node = _resolve(options[SECTION_FORMS.index(part)], defs)  # one section, or named ones
+            continue
         member = _member_with(node, part, defs)
         if member is not None:  # an optional section (`Section | None`): go on in the section
             node = member
@@ -129,8 +137,8 @@ def _walk(schema: dict, defs: dict, loc: Sequence[str | int]) -> tuple[list, dic
             items = node.get("prefixItems")
             parent, node = node, (items[part] if items and part < len(items) else node.get("items"))
             path.append(part)
-        elif isinstance(part, str) and isinstance(node.get("additionalProperties"), dict):
-            parent, node = node, node["additionalProperties"]
+        elif isinstance(part, str) and _values_of(node) is not None:
+            parent, node = node, _values_of(node)
             path.append(part)
         elif "anyOf" in node or "oneOf" in node:
             # A union member tag: stay on the union itself so one message covers all members.
@@ -147,9 +155,17 @@ def _member_with(node: dict, part: str | int, defs: dict) -> dict | None:
         return None
     for option in node.get("anyOf", node.get("oneOf", [])):
         option = _resolve(option, defs)
-        if part in option.get("properties", {}) or isinstance(option.get("additionalProperties"), dict):
+        if part in option.get("properties", {}) or _values_of(option) is not None:
             return option
     return None
+
+
+def _values_of(node: dict) -> dict | None:
+    """The schema of a mapping's values (`dict[str, X]`, with or without a key pattern)."""
+    if isinstance(node.get("additionalProperties"), dict):
+        return node["additionalProperties"]
+    patterns = list(node.get("patternProperties", {}).values())
+    return patterns[0] if len(patterns) == 1 else None
 
 
 def _message(items: list[tuple[dict, dict | None, dict | None]], defs: dict) -> str:

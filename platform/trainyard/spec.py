@@ -10,12 +10,12 @@ component's own `Params` class checks them in `trainyard.validate`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from trainyard.errors import Problem, SpecError, problems_from_validation_error, show_value
+from trainyard.errors import SECTION_FORMS, Problem, SpecError, problems_from_validation_error, show_value
 
 
 class Section(BaseModel):
@@ -124,6 +124,27 @@ class ScheduleSpec(Section):
         return self
 
 
+# One section for a model's one optimizer, or a mapping of named sections for a model that
+# declares several (a GAN's generator and discriminator):
+#     optimizer: {name: adam, lr: 2.0e-4}
+#     optimizer: {generator: {name: adam, lr: 2.0e-4}, discriminator: {name: adam, lr: 1.0e-4}}
+# A mapping whose values are all mappings is the named form; anything else is one section.
+ONE, NAMED = SECTION_FORMS
+OptimizerName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+SectionT = TypeVar("SectionT")
+
+
+def _section_form(value: Any) -> str:
+    if isinstance(value, dict) and value and all(isinstance(item, (dict, BaseModel)) for item in value.values()):
+        return NAMED
+    return ONE
+
+
+OneOrNamed = Annotated[
+    Union[Annotated[SectionT, Tag(ONE)], Annotated[dict[OptimizerName, SectionT], Tag(NAMED)]],
+    Discriminator(_section_form)]
+
+
 # --- trainer ---------------------------------------------------------------------------------
 
 Precision = Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
@@ -146,7 +167,13 @@ class CheckpointSpec(Section):
 class TrainerSpec(Section):
     """pytorch-lightning Trainer settings."""
 
-    max_epochs: int = Field(10, ge=1, description="Epochs to train at most.")
+    max_epochs: int = Field(10, ge=1, description="Epochs to train at most (with max_steps and no max_epochs: "
+                                                    "no limit but the steps).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to train at most (training batches "
+                                                          "for a model under manual optimization).")
+    val_check_interval: int | float | None = Field(
+        None, gt=0, description="Validate every this many training batches (counted across epochs), or at this "
+                                "fraction of each epoch (a number up to 1); default once per epoch.")
     precision: Precision = Field("32-true", description="Numeric precision, as Lightning names it.")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = Field("auto", description="Device type.")
     devices: int | list[int] | Literal["auto"] = Field("auto", description="Number or list of devices.")
@@ -155,6 +182,7 @@ class TrainerSpec(Section):
     accumulate_grad_batches: int = Field(1, ge=1, description="Batches per optimiser step.")
     limit_train_batches: float | int = Field(1.0, gt=0, description="Fraction (or number) of training batches per epoch.")
     limit_val_batches: float | int = Field(1.0, ge=0, description="Fraction (or number) of validation batches.")
+    limit_test_batches: float | int = Field(1.0, gt=0, description="Fraction (or number) of test batches.")
     log_every_n_steps: int = Field(10, ge=1, description="How often step metrics are logged.")
     deterministic: bool = Field(False, description="Use deterministic algorithms (slower).")
     progress_bar: bool = Field(True, description="Show Lightning's progress bar.")
@@ -162,6 +190,26 @@ class TrainerSpec(Section):
     checkpoint: CheckpointSpec | None = Field(
         default_factory=CheckpointSpec, description="Keep the best checkpoint (null: test the last weights)."
     )
+
+    @model_validator(mode="after")
+    def _limits_in_range(self) -> TrainerSpec:
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            value = getattr(self, key)
+            if isinstance(value, float) and value > 1:
+                raise ValueError(f"{key} is a fraction (up to 1.0) or a whole number of batches, got {value}")
+        if isinstance(self.val_check_interval, float) and self.val_check_interval > 1:
+            raise ValueError(f"val_check_interval is a fraction of an epoch (up to 1.0) or a whole number of batches, "
+                             f"got {self.val_check_interval}")
+        return self
+
+    @property
+    def epoch_limit(self) -> int:
+        """max_epochs for Lightning: -1 (none) when only max_steps bounds the run."""
+        return -1 if self.max_steps is not None and "max_epochs" not in self.model_fields_set else self.max_epochs
+
+    @property
+    def validates_per_epoch(self) -> bool:
+        return self.val_check_interval is None or self.val_check_interval == 1.0
 
 
 # --- tracking --------------------------------------------------------------------------------
@@ -226,12 +274,21 @@ class Domain(BaseModel):
 
 
 class SchedulerSpec(Section):
+    """Schedulers count time in validations (one Tune report each; once per epoch unless
+    trainer.val_check_interval says otherwise) or in training steps (unit: steps)."""
+
     name: Literal["fifo", "asha", "pbt"] = Field("fifo", description="Trial scheduler.")
-    max_t: int | None = Field(None, ge=1, description="Longest a trial may run, in epochs (asha; default trainer.max_epochs).")
-    grace_period: int | None = Field(None, ge=1, description="Epochs before a trial may be stopped (asha; default 1).")
+    unit: Literal["validations", "steps"] = Field(
+        "validations", description="What max_t, grace_period and perturbation_interval count: validations (Tune "
+                                   "reports) or training steps.")
+    max_t: int | None = Field(None, ge=1, description="Longest a trial may run, in the unit (asha; default the "
+                                                      "trainer's validations or steps).")
+    grace_period: int | None = Field(None, ge=1, description="Time before a trial may be stopped, in the unit (asha; "
+                                                             "default 1 validation).")
     reduction_factor: float | None = Field(None, gt=1, description="Fraction kept at each rung is 1/this (asha; default 4).")
     perturbation_interval: int | None = Field(
-        None, ge=1, description="Epochs between exploit/explore steps (pbt; default sweep.checkpoint_every).")
+        None, ge=1, description="Time between exploit/explore steps, in the unit (pbt; default "
+                                "sweep.checkpoint_every validations).")
     quantile_fraction: float | None = Field(
         None, gt=0, le=0.5, description="Bottom fraction that copies the top fraction's checkpoints (pbt; default 0.25).")
     synch: bool | None = Field(
@@ -260,7 +317,10 @@ class SweepSpec(Section):
     workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers per trial.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources per worker.")
     max_failures: int = Field(0, ge=0, description="Retries of a failed trial from its last checkpoint.")
-    checkpoint_every: int = Field(1, ge=1, description="Epochs between trial checkpoints.")
+    checkpoint_every: int = Field(1, ge=1, description="Validations between trial checkpoints.")
+    reports: Literal["best", "all", "none"] = Field(
+        "best", description="Whose family reports and model are recorded: the best trial's (at the end of the "
+                            "sweep), every trial's, or none.")
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="Trial scheduler.")
     search: Literal["random", "optuna"] = Field("random", description="Search algorithm (random covers grid).")
     space: dict[str, Domain] = Field(min_length=1, description="Dotted spec keys and their domains.")
@@ -276,7 +336,7 @@ class SweepSpec(Section):
             if any(d.kind == "grid" for d in self.space.values()):
                 raise ValueError("pbt mutates hyperparameters and cannot take a grid; use choice")
             interval = self.scheduler.perturbation_interval or self.checkpoint_every
-            if interval % self.checkpoint_every:
+            if self.scheduler.unit == "validations" and interval % self.checkpoint_every:
                 raise ValueError(f"pbt's perturbation_interval ({interval}) must be a multiple of checkpoint_every "
                                  f"({self.checkpoint_every}): an exploiting trial loads the other's latest checkpoint")
             if self.workers > 1:
@@ -300,8 +360,12 @@ class ExperimentSpec(Section):
     data: ComponentRef | None = Field(None, description="The data module that feeds it.")
     env: EnvRef | None = Field(None, description="An environment (reinforcement learning).")
     algorithm: ComponentRef | None = Field(None, description="An algorithm that runs on the environment.")
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimiser.")
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="Learning-rate schedule.")
+    optimizer: OneOrNamed[OptimizerSpec] = Field(
+        default_factory=OptimizerSpec, description="Optimiser; for a model with named optimizers, a mapping "
+                                                   "of their names to optimiser sections.")
+    schedule: OneOrNamed[ScheduleSpec] = Field(
+        default_factory=ScheduleSpec, description="Learning-rate schedule; one section applies to every optimizer, "
+                                                  "a mapping of optimizer names schedules those named.")
     trainer: TrainerSpec = Field(default_factory=TrainerSpec, description="Trainer settings.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")
     sweep: SweepSpec | None = Field(None, description="Hyper-parameter sweep (trainyard sweep).")

@@ -186,18 +186,45 @@ class TrackedRun:
         mlflow.flush_async_logging()
 
     def end(self, status: str, error: BaseException | None = None) -> None:
-        """Flush pending metrics and set the final status: FINISHED, FAILED or KILLED."""
+        """Flush pending metrics and set the final status: FINISHED, FAILED or KILLED.
+
+        A run whose metrics cannot be flushed is not FINISHED: it ends FAILED with the reason in
+        error.txt, and the flush error is raised, so the command exits non-zero too.
+        """
         if self.ended:
             return
         self.ended = True
+        flush_error = None
         try:
             self.flush()
-        finally:
-            if error is not None and status == "FAILED":
-                message = f"{type(error).__name__}: {error}".strip()
-                self.set_tags({"trainyard.error": message.splitlines()[0][:500]})
-                self.log_text("".join(traceback.format_exception(error)), "error.txt")
-            self.client.set_terminated(self.run_id, status)
+        except Exception as failure:  # noqa: BLE001 - any store error: the run is incomplete
+            flush_error = failure
+            if status == "FINISHED":
+                status, error = "FAILED", RuntimeError(f"the final metrics could not be written: "
+                                                       f"{type(failure).__name__}: {failure}")
+        self._record_error(status, error)
+        self.client.set_terminated(self.run_id, status)
+        if flush_error is not None:
+            raise flush_error
+
+    def _record_error(self, status: str, error: BaseException | None) -> None:
+        if error is None or status != "FAILED":
+            return
+        message = f"{type(error).__name__}: {error}".strip()
+        try:
+            self.set_tags({"trainyard.error": message.splitlines()[0][:500]})
+            self.log_text("".join(traceback.format_exception(error)), "error.txt")
+        except Exception:  # noqa: BLE001 - the status below must still be written
+            pass
+
+    def log_step_image(self, key: str, image: Any, step: int) -> None:
+        """An image in the step-indexed series `key` (MLflow's UI shows a step slider)."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_step_text(self, key: str, text: str, step: int) -> None:
+        from trainyard.media import text_artifact
+
+        self.client.log_text(self.run_id, text, text_artifact(key, step))
 
     def lightning_logger(self):
         """Lightning's MLFlowLogger, writing into this run asynchronously, never ending it."""
@@ -216,11 +243,23 @@ def lightning_logger(uri: str, run_id: str | None):
     multi-device training hold one with `run_id=None`, which never creates a run.
     """
     from pytorch_lightning.loggers import MLFlowLogger
+    from pytorch_lightning.utilities import rank_zero_only
 
     class RunOwnedMLFlowLogger(MLFlowLogger):
         # Lightning ends the run in finalize() after fit, as FINISHED (or FAILED on Ctrl-C),
         # before testing and model logging happen; trainyard ends it itself, truthfully.
         def finalize(self, status: str = "success") -> None:
             return None
+
+        # Images and text during training (trainyard.media); rank zero only, like log_metrics.
+        @rank_zero_only
+        def log_step_image(self, key: str, image: Any, step: int) -> None:
+            self.experiment.log_image(self.run_id, image, key=key, step=step)
+
+        @rank_zero_only
+        def log_step_text(self, key: str, text: str, step: int) -> None:
+            from trainyard.media import text_artifact
+
+            self.experiment.log_text(self.run_id, text, text_artifact(key, step))
 
     return RunOwnedMLFlowLogger(tracking_uri=uri, run_id=run_id, synchronous=False)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trainyard.components import OWN
 from trainyard.errors import Problem, SpecError, did_you_mean, problems_from_validation_error
 from trainyard.params import Params
 from trainyard.registry import Registered, Registry, UnknownComponent, get_registry
@@ -53,7 +54,16 @@ class Experiment:
         for section, resolved in self.components.items():
             data[section]["name"] = resolved.registered.name
             data[section]["params"] = resolved.params.model_dump(mode="json")
+        if self.spec.kind == "algorithm" or self.optimizers == OWN:
+            # Settings that nothing reads would look like they were used.
+            del data["optimizer"], data["schedule"]
         return data
+
+    @property
+    def optimizers(self):
+        """The model's optimizer declaration (trainyard.components.Optimizers), None without a model."""
+        model = self.components.get("model")
+        return model.registered.component.optimizers if model is not None else None
 
     def flat_params(self) -> dict[str, Any]:
         """Every resolved parameter under its dotted key, as `--set` spells it."""
@@ -78,7 +88,10 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 def validate_experiment(data: dict[str, Any], registry: Registry | None = None,
                         overridden: list[str] | tuple[str, ...] = ()) -> Experiment:
     registry = registry or get_registry()
+    data = _with_named_optimizers(data, registry)
     problems, spec, components = _check(data, registry)
+    if spec is not None and not problems:
+        problems += _check_optimizers(data, spec, components)
     if spec is not None and not problems:
         problems += _check_metrics(spec, components)
         if spec.sweep is not None:
@@ -118,6 +131,62 @@ def _check(data: dict[str, Any], registry: Registry) -> tuple[list[Problem], Exp
     return problems, spec, components
 
 
+def _model_component(data: dict[str, Any], registry: Registry):
+    raw = data.get("model")
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        try:
+            return registry.get("model", raw["name"]).component
+        except UnknownComponent:
+            return None
+    return None
+
+
+def _with_named_optimizers(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """A spec without an optimizer section gives each of the model's named optimizers the
+    default section, as a model with one optimizer gets the default one."""
+    component = _model_component(data, registry)
+    if component is None or not component.optimizer_names or "optimizer" in data:
+        return data
+    return data | {"optimizer": {name: {} for name in component.optimizer_names}}
+
+
+def _check_optimizers(data: dict[str, Any], spec: ExperimentSpec, components: dict[str, Resolved]) -> list[Problem]:
+    """The spec's optimizer and schedule sections against the optimizers the model declares."""
+    model = components.get("model")
+    if model is None:
+        return []
+    component, name = model.registered.component, model.registered.name
+    searched = [key for key in (spec.sweep.space if spec.sweep else {}) if key.split(".")[0] in ("optimizer", "schedule")]
+    if component.optimizers == OWN:
+        written = [section for section in ("optimizer", "schedule") if section in data]
+        return [Problem(section, f"{name} builds its own optimizers (declared optimizers='own'), so these settings "
+                                 "would be ignored: remove them") for section in written] + \
+               [Problem(f"sweep.space.{key}", f"{name} builds its own optimizers, so searching this would change "
+                                              "nothing") for key in searched]
+    declared = component.optimizer_names
+    problems = []
+    for section, value in (("optimizer", spec.optimizer), ("schedule", spec.schedule)):
+        named = isinstance(value, dict)
+        if not declared:
+            if named:
+                problems.append(Problem(section, f"{name} trains with one optimizer: give one {section} section "
+                                                 f"(name, lr, ...), not the named ones {', '.join(value)}"))
+            continue
+        if not named:
+            if section == "optimizer":
+                problems.append(Problem(section, f"{name} trains with the optimizers {', '.join(declared)}: write "
+                                                 f"{section} as a mapping of those names to sections"))
+            continue  # one schedule section applies to every optimizer
+        for extra in (key for key in value if key not in declared):
+            problems.append(Problem(f"{section}.{extra}", f"unknown optimizer {extra!r}{did_you_mean(extra, declared)}; "
+                                                          f"{name} trains with {', '.join(declared)}"))
+        if section == "optimizer":
+            for missing in (key for key in declared if key not in value):
+                problems.append(Problem(f"{section}.{missing}", f"missing: {name} trains with "
+                                                                f"{', '.join(declared)}, each needs its section"))
+    return problems
+
+
 def _check_metrics(spec: ExperimentSpec, components: dict[str, Resolved]) -> list[Problem]:
     main = components.get("model") or components.get("algorithm")
     declared = main.registered.component.metrics if main else ()
@@ -141,8 +210,10 @@ def _trainer_monitors(spec: ExperimentSpec) -> dict[str, str]:
         watched["trainer.early_stopping.monitor"] = spec.trainer.early_stopping.monitor
     if spec.trainer.checkpoint:
         watched["trainer.checkpoint.monitor"] = spec.trainer.checkpoint.monitor
-    if spec.schedule.name == "plateau":
-        watched["schedule.monitor"] = spec.schedule.monitor or "val/loss"
+    schedules = spec.schedule.items() if isinstance(spec.schedule, dict) else [("", spec.schedule)]
+    for name, schedule in schedules:
+        if schedule.name == "plateau":
+            watched["schedule." + (f"{name}.monitor" if name else "monitor")] = schedule.monitor or "val/loss"
     return watched
 
 
@@ -167,12 +238,24 @@ def _check_sweep(data: dict[str, Any], spec: ExperimentSpec, registry: Registry)
 
 
 def _check_sweep_training(spec: ExperimentSpec) -> list[Problem]:
-    """What a trial's training must offer the sweep: a metric every epoch, one device per worker."""
+    """What a trial's training must offer the sweep: a metric at every validation, one device per
+    worker, a scheduler whose time the trainer's limits can measure."""
     sweep, problems = spec.sweep, []
     if spec.kind == "model":
         if sweep.metric.startswith("test/"):
             problems.append(Problem("sweep.metric", f"{sweep.metric} is measured once, after training, but schedulers "
                                                     "and searchers compare trials every epoch: use a val/ metric"))
+        from trainyard.sweep.space import default_max_t
+
+        if sweep.scheduler.name == "asha" and sweep.scheduler.max_t is None and default_max_t(spec) is None:
+            problems.append(Problem("sweep.scheduler.max_t", f"give the longest a trial may run, in "
+                                                             f"{sweep.scheduler.unit}: the trainer's limits do not "
+                                                             "say how many there will be"))
+        if sweep.scheduler.name == "pbt" and sweep.scheduler.unit == "steps" \
+                and sweep.scheduler.perturbation_interval is None:
+            problems.append(Problem("sweep.scheduler.perturbation_interval", "give it in steps (unit: steps)"))
+        if sweep.scheduler.unit == "steps" and sweep.scheduler.name == "fifo":
+            problems.append(Problem("sweep.scheduler.unit", "fifo does not count time; unit applies to asha and pbt"))
         devices = spec.trainer.devices
         if not (devices in ("auto", 1) or (isinstance(devices, list) and len(devices) == 1)):
             problems.append(Problem("trainer.devices", "a trial worker trains on one device; "

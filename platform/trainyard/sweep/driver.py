@@ -87,7 +87,7 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
     if spec.kind == "algorithm":
         # Cheap to build, and the build is where an algorithm rejects its environment (dynamic
         # programming on an environment without a model): bad input, found before Ray starts.
-        from trainyard.run import build
+        from trainyard.build import build
 
         build(experiment)
     name = state["name"]
@@ -188,7 +188,8 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         spec={key: value for key, value in state["spec"].items() if key != "sweep"}, source=state["source"],
         name=state["name"], storage_path=storage, tracking_uri=parent.uri, experiment_id=parent.experiment_id,
         parent_run_id=parent.run_id, tags=_child_tags(parent),
-        metric=sweep.metric, mode=sweep.mode, checkpoint_every=sweep.checkpoint_every, workers=sweep.workers,
+        metric=sweep.metric, mode=sweep.mode, checkpoint_every=sweep.checkpoint_every, reports=sweep.reports,
+        workers=sweep.workers,
         cpu=sweep.resources.cpu, gpu=sweep.resources.gpu, max_failures=sweep.max_failures)
     if sweep.workers == 1:
         resources = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
@@ -226,7 +227,7 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
     try:
         started = time.perf_counter()
         with _sigterm_as_sigint():
-            tuner.fit()
+            results = tuner.fit()
         timings["trials"] = time.perf_counter() - started
         if progress.unfinished:
             _mark_unfinished(parent, "KILLED")
@@ -234,6 +235,8 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         started = time.perf_counter()
         found = summary.collect(parent, sweep)
         summary.record(parent, sweep, found, local / "summary")
+        if sweep.reports == "best" and found.best is not None:
+            _record_best(job, results, found.best, parent)
     except BaseException as error:
         _mark_unfinished(parent, "FAILED", error)
         raise
@@ -241,6 +244,20 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
     parent.end(status, RuntimeError("no trial finished") if status == "FAILED" else None)
     timings["summary"] = time.perf_counter() - started
     return _result(state, parent, status, found, timings)
+
+
+def _record_best(job, results, best, parent: TrackedRun) -> None:
+    """The best trial's reports and model (sweep.reports: best), with the values it ended with
+    (PBT's mutations included), from Tune's result for it."""
+    from trainyard.sweep.best import BEST_MODEL_TAG, record_best
+
+    configs = {result.metrics.get("trial_id"): result.config for result in results
+               if result.metrics and result.config is not None}
+    if best.trial_id not in configs:
+        parent.set_tags({BEST_MODEL_TAG: f"none: Tune has no result for trial {best.trial_id}"})
+        return
+    recorded = record_best(job, configs[best.trial_id], best.run_id)
+    parent.set_tags({BEST_MODEL_TAG: f"{recorded} in run {best.run_id}"})
 
 
 # --- the sweep folder ------------------------------------------------------------------------

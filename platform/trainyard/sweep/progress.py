@@ -76,7 +76,9 @@ class SweepProgress(Callback):
         # A trial that ran to its end closes its child run itself (this may run first: the
         # status is set either way); one that a scheduler stopped does not.
         final = bool((trial.last_result or {}).get(FINAL_KEY))
-        stopped = not final and self.max_epochs is not None and (row.get("epochs") or 0) < self.max_epochs
+        # A trial's last report says it is final; a model trial that ends without one was stopped
+        # by its scheduler, at whichever validation that was (mid-epoch included).
+        stopped = not final and self.max_epochs is not None
         self._finish(trial, "FINISHED", stopped_early=stopped)
         if stopped:
             row["status"] = "STOPPED"

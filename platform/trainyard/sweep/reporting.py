@@ -1,15 +1,11 @@
-"""What a Lightning trial tells Tune and MLflow, epoch by epoch (Lightning callbacks and a logger).
+"""What a Lightning trial tells Tune and MLflow, validation by validation (callbacks and a logger).
 
-Each epoch the trial reports its metrics to Tune, so that ASHA and PBT can compare trials and
-stop or perturb them. Every `checkpoint_every` epochs that report carries a checkpoint (the
+At each validation the trial reports its metrics to Tune, so that ASHA and PBT can compare
+trials and stop or perturb them. Every `checkpoint_every` validations that report carries a checkpoint (the
 full training state, plus the files of Lightning's best-checkpoint callback), and the metrics
 held since the previous checkpoint are written to the trial's MLflow child run first
 (see `child_run`). The report and checkpoint frequencies are set apart on purpose: reporting
 costs a message to the driver, checkpointing costs a copy to storage.
-
-Why the report is sent at the next epoch's start rather than at `on_train_epoch_end`:
-Lightning logs the epoch's aggregated training metrics after the epoch-end callbacks have
-run, and those belong in the same MLflow commit as the epoch they describe.
 """
 
 from __future__ import annotations
@@ -31,6 +27,8 @@ STATE_FILE = "state.ckpt"  # the full training state, for trainer.fit(ckpt_path=
 BEST_FOLDER = "checkpoints"  # the files of Lightning's ModelCheckpoint, under their own names
 RUN_ID_KEY = "trainyard_run_id"  # travels in Tune results so the driver can find the child run
 EPOCH_KEY = "trainyard_epoch"
+STEP_KEY = "trainyard_step"  # training batches so far: the time unit of `scheduler.unit: steps`
+VALIDATIONS_KEY = "trainyard_validations"
 FINAL_KEY = "trainyard_final"  # the trial's last report, sent after testing: it ended on its own
 
 # report(metrics, checkpoint_dir or None): tune.report in a trial actor, ray.train.report in a
@@ -60,13 +58,23 @@ class TrialLogger(Logger):
         if self.child is not None:
             self.child.buffer(metrics, step or 0)
 
+    def log_step_image(self, key: str, image, step: int) -> None:
+        if self.child is not None:
+            self.child.tracked.log_step_image(key, image, step)
+
+    def log_step_text(self, key: str, text: str, step: int) -> None:
+        if self.child is not None:
+            self.child.tracked.log_step_text(key, text, step)
+
 
 class TrialProgress(Checkpoint):
-    """Per-epoch Tune reports, periodic checkpoints, and MLflow commits tied to those checkpoints.
+    """A Tune report at every validation, periodic checkpoints, and MLflow commits tied to them.
 
     A `Checkpoint` callback, so that Lightning calls it with the other checkpointing callbacks,
     after the metrics are final; the trial puts it after ModelCheckpoint, whose files of the
-    epoch it must find.
+    validation it must find. Validation happens once per epoch, or every
+    `trainer.val_check_interval` batches: a language model that trains for one long epoch is
+    reported on (and can be stopped or perturbed by ASHA and PBT) in the middle of it.
     """
 
     def __init__(self, report: Report, metric: str, mode: str, checkpoint_every: int, staging: Path,
@@ -77,12 +85,48 @@ class TrialProgress(Checkpoint):
         self.staging = staging
         self.child = child  # rank 0's child run (set once it is open); None on other ranks
         self.best: float | None = None
-        self.pending: tuple[dict, Path | None] | None = None
+        self.validations = 0
+        self.pending: Path | None | bool = False  # a report is due: its checkpoint folder, or None
 
-    def on_train_epoch_end(self, trainer: Trainer, module) -> None:
-        if trainer.sanity_checking:
+    def on_validation_end(self, trainer: Trainer, module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+        self.validations += 1
+        # The last validation is not checkpointed: the trial ends with it, and a trial that fails
+        # while testing is retried from the checkpoint before.
+        due = self.validations % self.checkpoint_every == 0 and not _ending(trainer)
+        self.pending = self._save(trainer, self.validations) if due else None
+
+    def on_train_start(self, trainer: Trainer, module) -> None:
+        if self.child is not None:  # after a restore: PBT's values, from the step they apply
+            numeric = {f"pbt/{key}": float(value) for key, value in self.child.mutated.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            if numeric:
+                self.child.buffer(numeric, trainer.global_step)
+
+    def on_train_batch_start(self, trainer: Trainer, module, batch, batch_idx: int) -> None:
+        self.flush(trainer)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "validations": self.validations}  # a restored trial goes on from here
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best", self.best)
+        self.validations = state_dict.get("validations", self.validations)
+
+    def flush(self, trainer: Trainer, final: bool = False) -> None:
+        """Commit (with a checkpoint) and report what the last validation produced.
+
+        Sent when the next training batch starts, not at validation end: at an epoch's end,
+        Lightning logs the epoch's aggregated training metrics after validation, and they belong
+        in the same report and MLflow commit. The trial calls it once more after training and
+        testing (`final`): that report says the trial is done, so no scheduler acts on it (PBT
+        would exploit a finished trial)."""
+        if self.pending is False:
+            return
+        checkpoint, self.pending = self.pending, False
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()
+                   if value.numel() == 1 and not key.startswith("test/")}
         value = metrics.get(self.metric)
         if value is not None and not math.isnan(value):
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
@@ -93,37 +137,9 @@ class TrialProgress(Checkpoint):
                 self.child.buffer({f"best/{self.metric}": self.best}, trainer.global_step)
         if self.child is not None:
             metrics[RUN_ID_KEY] = self.child.run_id
-        epoch = trainer.current_epoch + 1
-        metrics[EPOCH_KEY] = epoch  # Tune's own count of reports is not the epoch after a PBT exploit
-        # The last epoch is not checkpointed: the trial ends with it, and a trial that fails while
-        # testing is retried from the checkpoint before.
-        due = epoch % self.checkpoint_every == 0 and epoch < (trainer.max_epochs or 0)
-        self.pending = (metrics, self._save(trainer, epoch) if due else None)
-
-    def on_train_start(self, trainer: Trainer, module) -> None:
-        if self.child is not None:  # after a restore: PBT's values, from the step they apply
-            numeric = {f"pbt/{key}": float(value) for key, value in self.child.mutated.items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
-            if numeric:
-                self.child.buffer(numeric, trainer.global_step)
-
-    def on_train_epoch_start(self, trainer: Trainer, module) -> None:
-        self.flush()
-
-    def state_dict(self) -> dict:
-        return {"best": self.best}  # a restored trial goes on from its best-so-far
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict.get("best", self.best)
-
-    def flush(self, final: bool = False) -> None:
-        """Commit (with a checkpoint) and report what the last epoch produced. The trial calls
-        it once more after training and testing (`final`), for the last epoch: that report says
-        the trial is done, so no scheduler acts on it (PBT would exploit a finished trial)."""
-        if self.pending is None:
-            return
-        metrics, checkpoint = self.pending
-        self.pending = None
+        # Tune's own count of reports is not the trial's after a PBT exploit: these are.
+        metrics |= {EPOCH_KEY: trainer.current_epoch + 1, STEP_KEY: _batches(trainer),
+                    VALIDATIONS_KEY: self.validations}
         if final:
             metrics |= {"done": True, FINAL_KEY: True}
         if checkpoint is not None and self.child is not None:
@@ -134,8 +150,8 @@ class TrialProgress(Checkpoint):
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)
 
-    def _save(self, trainer: Trainer, epoch: int) -> Path:
-        folder = self.staging / f"epoch{epoch:04d}"
+    def _save(self, trainer: Trainer, validation: int) -> Path:
+        folder = self.staging / f"validation{validation:05d}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         trainer.save_checkpoint(folder / STATE_FILE, weights_only=False)  # every rank calls it; rank 0 writes
@@ -145,6 +161,22 @@ class TrialProgress(Checkpoint):
             for path in Path(best.dirpath).glob("*.ckpt"):
                 _link_or_copy(path, folder / BEST_FOLDER / path.name)
         return folder
+
+
+def _batches(trainer: Trainer) -> int:
+    """Training batches so far: the step count that means the same under manual optimization."""
+    return int(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
+
+
+def _ending(trainer: Trainer) -> bool:
+    """Whether training stops after this validation (so it needs no checkpoint to go on from)."""
+    loop = trainer.fit_loop
+    last_batch = loop.epoch_loop.batch_progress.is_last_batch
+    if trainer.should_stop:
+        return True
+    if last_batch and trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs:
+        return True
+    return trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
 
 
 def model_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
@@ -162,32 +194,38 @@ def restore_files(checkpoint_dir: Path, state: Path, best_dir: Path | None) -> N
 
 
 class ApplyOptimizerSettings(Callback):
-    """After a restore, the optimizer takes the trial's current settings, not the checkpoint's.
+    """After a restore, the optimizers take the trial's current settings, not the checkpoint's.
 
     A PBT trial that continues from another trial's checkpoint has mutated hyperparameters:
-    the checkpoint holds the other trial's learning rate. The learning rate is rescaled (with
-    the schedule's base rates, so a schedule keeps its shape); the other options are set.
+    the checkpoint holds the other trial's learning rates. Each learning rate is rescaled (with
+    the schedule's base rates, so a schedule keeps its shape); the other options are set. Named
+    optimizers are matched by the declared order the core built them in.
     """
 
-    def __init__(self, optimizer: OptimizerSpec):
-        self.settings = optimizer.torch_kwargs()
+    def __init__(self, optimizer: OptimizerSpec | dict[str, OptimizerSpec]):
+        sections = list(optimizer.values()) if isinstance(optimizer, dict) else [optimizer]
+        self.settings = [section.torch_kwargs() for section in sections]
 
     def on_train_start(self, trainer: Trainer, module) -> None:
-        lr = self.settings["lr"]
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                ratio = lr / group.get("initial_lr", group["lr"])
-                for key in ("lr", "initial_lr", "max_lr", "min_lr"):
-                    if key in group:
-                        group[key] *= ratio
-                for key, value in self.settings.items():
-                    if key != "lr" and key in group:
-                        group[key] = value
+        for optimizer, settings in zip(trainer.optimizers, self.settings):
+            self._apply(optimizer, settings)
         for config in trainer.lr_scheduler_configs:
             for scheduler in [config.scheduler, *getattr(config.scheduler, "_schedulers", [])]:
                 if hasattr(scheduler, "base_lrs"):
                     scheduler.base_lrs = [group.get("initial_lr", group["lr"])
                                           for group in scheduler.optimizer.param_groups]
+
+    @staticmethod
+    def _apply(optimizer, settings: dict) -> None:
+        lr = settings["lr"]
+        for group in optimizer.param_groups:
+            ratio = lr / group.get("initial_lr", group["lr"])
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= ratio
+            for key, value in settings.items():
+                if key != "lr" and key in group:
+                    group[key] = value
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -15,8 +15,22 @@ from typing import Any
 
 from trainyard.spec import Domain, ExperimentSpec, SweepSpec
 
-# Tune reports a trial's progress once per epoch; schedulers count those reports.
+# Tune receives a report at every validation; schedulers count those reports, or the training
+# steps (batches) each report carries (sweep.scheduler.unit: steps).
 TIME_ATTR = "training_iteration"
+TIME_ATTRS = {"validations": TIME_ATTR, "steps": "trainyard_step"}
+
+
+def default_max_t(spec: ExperimentSpec) -> int | None:
+    """The whole of a trial, in the scheduler's unit, when the spec says it; None when it cannot."""
+    trainer, unit = spec.trainer, spec.sweep.scheduler.unit
+    if unit == "steps":
+        return trainer.max_steps
+    if trainer.validates_per_epoch and trainer.epoch_limit > 0:
+        return trainer.epoch_limit
+    if isinstance(trainer.val_check_interval, int) and trainer.max_steps is not None:
+        return max(1, trainer.max_steps // trainer.val_check_interval)
+    return None
 # A choice between lists ([16, 32] or [32, 64] channels) travels as JSON text: Optuna's
 # categorical distributions and Tune's trial names take scalars only.
 ENCODED = "json:"
@@ -66,16 +80,17 @@ def search_algorithm(spec: ExperimentSpec, max_concurrent: int | None):
 
 
 def scheduler(spec: ExperimentSpec):
-    """The trial scheduler; time is counted in epochs (one Tune report per epoch)."""
+    """The trial scheduler; time is counted in validations (one Tune report each) or steps."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     options = spec.sweep.scheduler
+    time_attr = TIME_ATTRS[options.unit]
     if options.name == "asha":
-        return ASHAScheduler(time_attr=TIME_ATTR, max_t=options.max_t or spec.trainer.max_epochs,
+        return ASHAScheduler(time_attr=time_attr, max_t=options.max_t or default_max_t(spec),
                              grace_period=options.grace_period or 1, reduction_factor=options.reduction_factor or 4)
     if options.name == "pbt":
         return PopulationBasedTraining(
-            time_attr=TIME_ATTR, perturbation_interval=options.perturbation_interval or spec.sweep.checkpoint_every,
+            time_attr=time_attr, perturbation_interval=options.perturbation_interval or spec.sweep.checkpoint_every,
             hyperparam_mutations=param_space(spec.sweep), quantile_fraction=options.quantile_fraction or 0.25,
             synch=bool(options.synch))
     return FIFOScheduler()

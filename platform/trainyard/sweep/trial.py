@@ -48,6 +48,7 @@ class SweepJob:
     metric: str
     mode: str
     checkpoint_every: int
+    reports: str  # sweep.reports: best, all or none
     workers: int
     cpu: float
     gpu: float
@@ -158,29 +159,30 @@ def _train_with_workers(config: dict[str, Any], job: SweepJob, trial_id: str) ->
 
 def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], rank: int, report,
               restored: Path | None, trainer_options: dict[str, Any] | None = None, existing=LOOK_UP) -> None:
-    """Build, (restore,) train and test one trial; rank 0 records it in the child run."""
-    from pytorch_lightning import LightningModule
-
-    from trainyard.run import build, make_trainer
+    """One trial through the lifecycle every run shares (trainyard.build, .train, .record); rank 0
+    records it in the child run. What is the sweep's own: reports to Tune and checkpoints
+    (TrialProgress), the trial's current optimizer settings after a restore, the child run."""
+    from trainyard.build import build, make_trainer
+    from trainyard.components import OWN
+    from trainyard.record import record_trained
     from trainyard.sweep.reporting import (
         ApplyOptimizerSettings,
         TrialLogger,
         TrialProgress,
-        model_checkpoint,
         restore_files,
     )
+    from trainyard.train import fit_and_test
 
     folder = local_folder(job, trial_id, rank)
     try:
         built = build(experiment, folder)
         progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reported")
         callbacks = [progress]
-        if type(built.model).configure_optimizers is LightningModule.configure_optimizers:  # bound from the spec
+        if experiment.optimizers != OWN:  # the core built them from the spec, so the spec's values apply
             callbacks.append(ApplyOptimizerSettings(experiment.spec.optimizer))
-        trainer = make_trainer(experiment, folder / "checkpoints", callbacks, quiet=True,
+        trainer = make_trainer(experiment, folder / "checkpoints", callbacks, quiet=True, built=built,
                                options={"devices": 1, "enable_checkpointing": True} | (trainer_options or {}))
         trainer.callbacks = [c for c in trainer.callbacks if c is not progress] + [progress]  # after ModelCheckpoint
-        best_files = model_checkpoint(trainer)
         state = None
         if restored is not None:
             state = folder / "state.ckpt"
@@ -190,23 +192,23 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
         trainer.loggers = [TrialLogger(child)]
         finishing = False
         try:
-            started = time.perf_counter()
-            trainer.fit(built.model, datamodule=built.data, ckpt_path=state)
-            fitted = time.perf_counter()
-            _test(trainer, built, best_files)
+            trained = fit_and_test(built, trainer, ckpt_path=state)
             if child is not None:  # the test metrics reached the child through Lightning's logger
                 # The trial's own work, for telling it apart from the sweep's bookkeeping.
-                child.buffer({"trial/fit_seconds": fitted - started, "trial/test_seconds": time.perf_counter() - fitted},
-                             trainer.global_step)
-                best = best_files.best_model_path if best_files else ""
-                if best and Path(best).is_file():
-                    (folder / "best.ckpt").symlink_to(Path(best).resolve())  # as `trainyard run` names it
-                    child.tracked.log_artifact(folder / "best.ckpt", "checkpoints")
+                child.buffer({f"trial/{key}": value for key, value in trained.timings.items()}, trainer.global_step)
+                everything = job.reports == "all"
+                reported = f"best/{job.metric}"  # TrialProgress logs the sweep metric's best already
+
+                def log_metrics(metrics, step):
+                    child.buffer({key: value for key, value in metrics.items() if key != reported}, step)
+
+                record_trained(experiment, built, trainer, trained, child.tracked, folder, log_metrics=log_metrics,
+                               reports=everything, log_model=everything)
                 child.commit()
-            # The last epoch is reported after testing, as the trial's end: Tune answers it by
+            # The last validation is reported after testing, as the trial's end: Tune answers it by
             # stopping this thread.
             finishing = True
-            progress.flush(final=True)
+            progress.flush(trainer, final=True)
         except SystemExit:
             # Tune stopped the trial. After its last report that is the end; before, a scheduler's
             # decision or a PBT pause: keep what was measured, and let the driver set the status
@@ -224,21 +226,6 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
             child.end("FINISHED")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _test(trainer, built, best_files) -> None:
-    """Test the best weights on every rank. Rank 0 alone holds the best checkpoint file (workers
-    may sit on other nodes), so it reads the weights and sends them to the others."""
-    import torch
-
-    best = best_files.best_model_path if best_files is not None and trainer.is_global_zero else ""
-    state = None
-    if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    state = trainer.strategy.broadcast(state, src=0)
-    if state is not None:
-        built.model.load_state_dict(state)
-    trainer.test(built.model, datamodule=built.data, verbose=False)
 
 
 def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=LOOK_UP):
@@ -273,7 +260,8 @@ def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mappin
     """An algorithm runs to its end and reports once (it has no epochs to checkpoint between)."""
     from ray import tune
 
-    from trainyard.run import build
+    from trainyard.build import build
+    from trainyard.record import make_reports
 
     folder = local_folder(job, trial_id, 0)
     try:
@@ -287,6 +275,9 @@ def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mappin
             child.buffer(metrics | {"trial/fit_seconds": time.perf_counter() - started}, 0)
             if any(artifacts.iterdir()):
                 child.tracked.log_artifacts(artifacts)
+            if job.reports == "all":
+                make_reports(experiment, built.algorithm, None, built.env, None, metrics, child.tracked,
+                             folder / "reports")
         except BaseException as error:
             child.end("FAILED", error)
             raise
