@@ -52,7 +52,7 @@ def build(experiment: Experiment, workdir: Path | None = None) -> Built:
     seed_everything(spec.seed, workers=True, verbose=False)
     built = Built()
     if (resolved := experiment.components.get("data")) is not None:
-        cache = DataCache(resolved.registered.name, resolved.params.model_dump(mode="json"))
+        cache = DataCache(resolved.registered.name, resolved.params.model_dump(mode="json"), spec.seed)
         built.data = _build_checked("data", resolved, BuildContext(seed=spec.seed, cache=cache))
         built.facts = _facts(experiment, built.data)
     if (resolved := experiment.components.get("env")) is not None:

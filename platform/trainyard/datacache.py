@@ -56,14 +56,15 @@ def file_identity(paths: Iterable[str | Path]) -> list[list[Any]]:
 class DataCache:
     """The cache folder of one data component at one configuration (see the module docstring)."""
 
-    def __init__(self, component: str, params: Mapping[str, Any], root: Path | None = None):
+    def __init__(self, component: str, params: Mapping[str, Any], seed: int = 0, root: Path | None = None):
         self.component = component
         self.params = dict(params)
+        self.seed = seed  # splits are drawn from the seed, and what is derived from a split with them
         self.root = root or cache_root()
 
     def folder(self, inputs: Iterable[str | Path] = ()) -> Path:
         """The folder for entries derived from `inputs` at this component's params."""
-        key = json.dumps({"layout": LAYOUT, "component": self.component, "params": self.params,
+        key = json.dumps({"layout": LAYOUT, "component": self.component, "params": self.params, "seed": self.seed,
                           "inputs": file_identity(inputs)}, sort_keys=True, default=str)
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         return self.root / self.component / digest
