@@ -89,15 +89,13 @@ def _facts(experiment: Experiment, data) -> Mapping[str, Any]:
             facts = data.facts()
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise SpecError([Problem("data.params", _first_line(error))]) from None
-    model = experiment.components.get("model")
+    model, section = experiment.components.get("model"), experiment.components["data"]
     if model is not None:
         missing = [name for name in model.registered.component.facts if name not in facts]
         if missing:
             given = ", ".join(facts) or "none"
             raise SpecError([Problem("data.name", f"{model.registered.name} reads the data facts {', '.join(missing)}, "
-                                                  f"which {experiment.data.registered.name} does not give "
-                                                  f"(it gives: {given})" if experiment.data else
-                                                  f"{model.registered.name} needs a data section for its facts")])
+                                                  f"which {section.registered.name} does not give (it gives: {given})")])
     return dict(facts)
 
 

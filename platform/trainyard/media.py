@@ -20,15 +20,23 @@ from typing import Any
 
 
 def log_image(module, key: str, image: Any, step: int | None = None) -> None:
-    """Log `image` under `key` at `step` (default: the module's global step)."""
+    """Log `image` under `key` at `step` (default: the step the run's metrics are at)."""
     for logger in _media_loggers(module):
-        logger.log_step_image(key, image, module.global_step if step is None else step)
+        logger.log_step_image(key, image, metric_step(module) if step is None else step)
 
 
 def log_text(module, key: str, text: str, step: int | None = None) -> None:
-    """Log `text` under `key` at `step` (default: the module's global step)."""
+    """Log `text` under `key` at `step` (default: the step the run's metrics are at)."""
     for logger in _media_loggers(module):
-        logger.log_step_text(key, text, module.global_step if step is None else step)
+        logger.log_step_text(key, text, metric_step(module) if step is None else step)
+
+
+def metric_step(module) -> int:
+    """The step Lightning logs metrics at: training batches that stepped, which under manual
+    optimization differs from `global_step` (one per optimizer step). Lightning keeps it on the
+    fit loop without a public name; global_step is the fallback."""
+    loop = getattr(module.trainer, "fit_loop", None)
+    return int(getattr(getattr(loop, "epoch_loop", None), "_batches_that_stepped", module.global_step))
 
 
 def text_artifact(key: str, step: int) -> str:

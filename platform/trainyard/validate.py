@@ -271,6 +271,8 @@ def _check_sweep_training(spec: ExperimentSpec) -> list[Problem]:
 
 
 def _mark_overridden(problem: Problem, overridden: list[str] | tuple[str, ...]) -> Problem:
-    if any(problem.path == key or problem.path.startswith(key + ".") for key in overridden):
+    # The problem is in a key that was set, or in a section a set key lies in.
+    if any(problem.path == key or problem.path.startswith(key + ".") or (problem.path and key.startswith(problem.path + "."))
+           for key in overridden):
         return Problem(problem.path, f"{problem.message} (set with --set)")
     return problem

@@ -42,7 +42,7 @@ def record_best(job, config: Mapping[str, Any], run_id: str) -> str:
             return "none: the best trial logged no checkpoints/best.ckpt"
         built.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
         trainer = make_trainer(experiment, folder / "checkpoints", quiet=True, built=built,
-                               options={"devices": 1, "accelerator": "cpu", "enable_checkpointing": False})
+                               options={"devices": 1, "accelerator": "cpu"})
         results = trainer.test(built.model, datamodule=built.data, verbose=False)
         metrics = {key: float(value) for result in results for key, value in result.items()}
         make_reports(experiment, built.model, built.data, built.env, trainer, metrics, tracked, folder / "reports")

@@ -87,11 +87,15 @@ class TrialProgress(Checkpoint):
         self.best: float | None = None
         self.validations = 0
         self.pending: Path | None | bool = False  # a report is due: its checkpoint folder, or None
+        self.measured: dict[str, float] = {}  # the metrics at the validation the report is about
+        self.epochs = 0.0
 
     def on_validation_end(self, trainer: Trainer, module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.validations += 1
+        self.measured = _numbers(trainer)
+        self.epochs = _epochs(trainer)
         # The last validation is not checkpointed: the trial ends with it, and a trial that fails
         # while testing is retried from the checkpoint before.
         due = self.validations % self.checkpoint_every == 0 and not _ending(trainer)
@@ -106,6 +110,10 @@ class TrialProgress(Checkpoint):
 
     def on_train_batch_start(self, trainer: Trainer, module, batch, batch_idx: int) -> None:
         self.flush(trainer)
+
+    def on_fit_end(self, trainer: Trainer, module) -> None:
+        # The last epoch's training metrics, before testing replaces Lightning's callback metrics.
+        self.measured |= _numbers(trainer)
 
     def state_dict(self) -> dict:
         return {"best": self.best, "validations": self.validations}  # a restored trial goes on from here
@@ -125,8 +133,7 @@ class TrialProgress(Checkpoint):
         if self.pending is False:
             return
         checkpoint, self.pending = self.pending, False
-        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()
-                   if value.numel() == 1 and not key.startswith("test/")}
+        metrics = self.measured | ({} if final else _numbers(trainer))
         value = metrics.get(self.metric)
         if value is not None and not math.isnan(value):
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
@@ -138,7 +145,7 @@ class TrialProgress(Checkpoint):
         if self.child is not None:
             metrics[RUN_ID_KEY] = self.child.run_id
         # Tune's own count of reports is not the trial's after a PBT exploit: these are.
-        metrics |= {EPOCH_KEY: trainer.current_epoch + 1, STEP_KEY: _batches(trainer),
+        metrics |= {EPOCH_KEY: self.epochs, STEP_KEY: _batches(trainer),
                     VALIDATIONS_KEY: self.validations}
         if final:
             metrics |= {"done": True, FINAL_KEY: True}
@@ -161,6 +168,20 @@ class TrialProgress(Checkpoint):
             for path in Path(best.dirpath).glob("*.ckpt"):
                 _link_or_copy(path, folder / BEST_FOLDER / path.name)
         return folder
+
+
+def _numbers(trainer: Trainer) -> dict[str, float]:
+    return {key: float(value) for key, value in trainer.callback_metrics.items()
+            if value.numel() == 1 and not key.startswith("test/")}
+
+
+def _epochs(trainer: Trainer) -> float:
+    """Epochs trained so far, a fraction in the middle of one (a validation every N batches)."""
+    per_epoch = trainer.num_training_batches
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    if not isinstance(per_epoch, int) or per_epoch <= 0 or done >= per_epoch:
+        return float(trainer.current_epoch + 1)
+    return round(trainer.current_epoch + done / per_epoch, 2)
 
 
 def _batches(trainer: Trainer) -> int:
