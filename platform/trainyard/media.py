@@ -18,25 +18,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainyard.tracking import metric_step
+
 
 def log_image(module, key: str, image: Any, step: int | None = None) -> None:
     """Log `image` under `key` at `step` (default: the step the run's metrics are at)."""
     for logger in _media_loggers(module):
-        logger.log_step_image(key, image, metric_step(module) if step is None else step)
+        logger.log_step_image(key, image, metric_step(module.trainer) if step is None else step)
 
 
 def log_text(module, key: str, text: str, step: int | None = None) -> None:
     """Log `text` under `key` at `step` (default: the step the run's metrics are at)."""
     for logger in _media_loggers(module):
-        logger.log_step_text(key, text, metric_step(module) if step is None else step)
-
-
-def metric_step(module) -> int:
-    """The step Lightning logs metrics at: training batches that stepped, which under manual
-    optimization differs from `global_step` (one per optimizer step). Lightning keeps it on the
-    fit loop without a public name; global_step is the fallback."""
-    loop = getattr(module.trainer, "fit_loop", None)
-    return int(getattr(getattr(loop, "epoch_loop", None), "_batches_that_stepped", module.global_step))
+        logger.log_step_text(key, text, metric_step(module.trainer) if step is None else step)
 
 
 def text_artifact(key: str, step: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import trainyard
 from trainyard.components import RunReport
 from trainyard.registry import get_registry
-from trainyard.tracking import TrackedRun
+from trainyard.tracking import TrackedRun, metric_step
 
 
 def make_reports(experiment, model, data, env, trainer, metrics: Mapping[str, float], tracked: TrackedRun,
@@ -45,7 +45,7 @@ def record_trained(experiment, built, trainer, trained, tracked: TrackedRun, wor
     metrics = dict(trained.metrics)
     if trained.best_score is not None:
         score = {f"best/{spec.trainer.checkpoint.monitor}": trained.best_score}
-        log_metrics(score, trainer.global_step)  # the score the tested weights earned
+        log_metrics(score, metric_step(trainer))  # the score the tested weights earned
         metrics |= score
     if reports:
         make_reports(experiment, built.model, built.data, built.env, trainer, metrics, tracked, workdir / "reports")

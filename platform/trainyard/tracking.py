@@ -236,6 +236,15 @@ class TrackedRun:
         return None
 
 
+def metric_step(trainer) -> int:
+    """The step Lightning records metrics at: training batches that stepped. Under manual
+    optimization it differs from `trainer.global_step` (one per optimizer step), so whatever the
+    core records beside Lightning's metrics uses this. Lightning keeps it on the fit loop without
+    a public name; global_step is the fallback."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
+
+
 def lightning_logger(uri: str, run_id: str | None):
     """An MLFlowLogger for an existing run that leaves ending the run to trainyard.
 

@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import Logger
 
 from trainyard.spec import OptimizerSpec
 from trainyard.sweep.child_run import ChildRun
+from trainyard.tracking import metric_step
 
 STATE_FILE = "state.ckpt"  # the full training state, for trainer.fit(ckpt_path=...)
 BEST_FOLDER = "checkpoints"  # the files of Lightning's ModelCheckpoint, under their own names
@@ -106,7 +107,7 @@ class TrialProgress(Checkpoint):
             numeric = {f"pbt/{key}": float(value) for key, value in self.child.mutated.items()
                        if isinstance(value, (int, float)) and not isinstance(value, bool)}
             if numeric:
-                self.child.buffer(numeric, trainer.global_step)
+                self.child.buffer(numeric, metric_step(trainer))
 
     def on_train_batch_start(self, trainer: Trainer, module, batch, batch_idx: int) -> None:
         self.flush(trainer)
@@ -141,7 +142,7 @@ class TrialProgress(Checkpoint):
         if self.best is not None:
             metrics[f"best/{self.metric}"] = self.best
             if self.child is not None:
-                self.child.buffer({f"best/{self.metric}": self.best}, trainer.global_step)
+                self.child.buffer({f"best/{self.metric}": self.best}, metric_step(trainer))
         if self.child is not None:
             metrics[RUN_ID_KEY] = self.child.run_id
         # Tune's own count of reports is not the trial's after a PBT exploit: these are.

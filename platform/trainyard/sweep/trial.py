@@ -165,6 +165,7 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
     from trainyard.build import build, make_trainer
     from trainyard.components import OWN
     from trainyard.record import record_trained
+    from trainyard.tracking import metric_step
     from trainyard.sweep.reporting import (
         ApplyOptimizerSettings,
         TrialLogger,
@@ -195,7 +196,8 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
             trained = fit_and_test(built, trainer, ckpt_path=state)
             if child is not None:  # the test metrics reached the child through Lightning's logger
                 # The trial's own work, for telling it apart from the sweep's bookkeeping.
-                child.buffer({f"trial/{key}": value for key, value in trained.timings.items()}, trainer.global_step)
+                child.buffer({f"trial/{key}": value for key, value in trained.timings.items()},
+                             metric_step(trainer))
                 everything = job.reports == "all"
                 reported = f"best/{job.metric}"  # TrialProgress logs the sweep metric's best already
 
