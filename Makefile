@@ -9,7 +9,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp clean
+.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate clean
 
 install: $(INSTALLED)
 
@@ -34,6 +34,9 @@ benchmark: $(INSTALLED)
 
 benchmark-sweep: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_sweep_overhead.py
+
+benchmark-validate: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_validate_cache.py
 
 # pymdptoolbox (the `bench` extra) is only needed here: it is compared with in the same process.
 benchmark-mdp: $(INSTALLED)

@@ -190,7 +190,7 @@ def validate(spec: SpecArg, set_: SetOpt = None):
         built = build(experiment)
         if built.model is not None:  # Trainer settings (accelerator, precision) are checked too
             with tempfile.TemporaryDirectory() as tmp:
-                make_trainer(experiment, Path(tmp) / "checkpoints", quiet=True)
+                make_trainer(experiment, Path(tmp) / "checkpoints", quiet=True, built=built)
     except SpecError as error:
         raise bad_input(error.with_source(spec.name)) from None
     parts = []
@@ -249,11 +249,20 @@ def show(name: Annotated[str, typer.Argument(help="A component, e.g. cnn.resnet.
     if as_json:
         print(json.dumps({"name": registered.name, "kind": component.kind, "doc": component.doc,
                           "metrics": list(component.metrics),
+                          **({"optimizers": component.optimizers, "facts": list(component.facts)}
+                             if component.kind == "model" else {}),
                           "params": component.params.model_json_schema()}, indent=2))
         return
     out.print(f"[bold]{registered.name}[/bold] ({component.kind}): {component.doc}")
     if component.metrics:
         out.print(f"logs: {', '.join(component.metrics)}", markup=False)
+    if component.optimizer_names:
+        trains = ", ".join(f"{name} ({part or 'the whole model'})" for name, part in component.optimizers.items())
+        out.print(f"optimizers: {trains}; the spec's optimizer section names each", markup=False)
+    elif component.optimizers == "own":
+        out.print("optimizers: its own (the spec sets no optimizer or schedule keys)", markup=False)
+    if component.facts:
+        out.print(f"reads from its data: {', '.join(component.facts)}", markup=False)
     if not fields:
         out.print("no parameters")
         return

@@ -357,10 +357,10 @@ def _structure_mismatch(actual, declared, path: str) -> str | None:
 def _one_step(model, data, folder: Path) -> None:
     from pytorch_lightning import Trainer
 
-    from trainyard.run import _quiet_lightning_chatter
+    from trainyard.build import quiet_lightning_chatter
 
     _now("optimisation step")
-    _quiet_lightning_chatter()
+    quiet_lightning_chatter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's advice on workers and logging intervals
         trainer = Trainer(fast_dev_run=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

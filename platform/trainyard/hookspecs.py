@@ -12,7 +12,8 @@ Who calls what:
   used (`trainyard plugins`, `validate`, `run`); if one raises, or returns something that is
   not a list of components of its kind, that plugin is listed as broken and none of its
   components or hooks are used. The others are unaffected.
-- `make_run_reports` is called once at the end of every successful run, after testing.
+- `make_run_reports` is called once at the end of every successful run, after testing, for
+  the plugin that provided the run's model or algorithm only.
 
 The reference with examples is docs/hooks.md.
 """
@@ -51,7 +52,10 @@ def register_datamodules() -> list[Component]:
 
     A data module's build function returns a LightningDataModule with train, val and test
     dataloaders. It must be cheap to build (read files in `prepare_data`/`setup`), because
-    `trainyard validate` builds it. Results of all plugins are collected.
+    `trainyard validate` builds it. It may define `facts() -> Mapping[str, Any]` (a vocabulary's
+    size, special-token ids): the core calls it before building the model, in validate too, so
+    what it derives from files belongs in `ctx.cache` (a DataCache). Results of all plugins are
+    collected.
     """
 
 
@@ -86,9 +90,9 @@ def register_algorithms() -> list[Component]:
 def make_run_reports(report: RunReport) -> list[Path] | None:
     """Add this family's plots or reports to a finished run.
 
-    Called for every successful run, after testing, with the trained model, the data module,
-    the trainer and the final metrics. Write files into `report.directory` and return their
-    paths, or return None when the run is not one of yours (check the model's type). Every
-    file written there is logged as a run artifact under `reports/`. All implementations run;
-    an exception fails the run (the trained model is already logged by then).
+    Called for every successful run, after testing, with the trained model (before it is moved
+    or exported), the data module, the trainer and the final metrics, and only for the plugin
+    that provided the run's model or algorithm. Write files into `report.directory` and return
+    their paths (or None). Every file written there is logged as a run artifact under
+    `reports/`. An exception fails the run. In sweeps, `sweep.reports` says whose runs get them.
     """

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 import trainyard
-from trainyard.build import Built, build, make_trainer, quiet_lightning_chatter
+from trainyard.build import Built, build, make_trainer
 from trainyard.environments import GYMNASIUM
 from trainyard.record import make_reports, record_trained
 from trainyard.registry import get_registry
@@ -197,5 +197,3 @@ def _ignore_signals() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
 
-
-_quiet_lightning_chatter = quiet_lightning_chatter  # the name older callers use

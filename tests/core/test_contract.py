@@ -143,6 +143,23 @@ def test_gradient_clipping_reaches_every_optimizer_step_of_a_manual_module(contr
     assert calls == [(0.5, "norm")] * 6  # 3 batches, a discriminator and a generator step each
 
 
+def test_bf16_precision_and_clipping_under_manual_optimization(contract, tmp_path):
+    experiment, built = built_gan(tmp_path, "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0",
+                                  "trainer.gradient_clip_algorithm=value", "trainer.max_steps=4")
+    trainer = make_trainer(experiment, tmp_path / "ckpt", quiet=True, built=built)
+    trained = fit_and_test(built, trainer)
+    assert trainer.fit_loop.epoch_loop.total_batch_idx + 1 == 4
+    assert all(torch.isfinite(torch.tensor(value)) for value in trained.metrics.values())
+
+
+def test_plugins_show_says_what_a_model_declares(contract):
+    shown = cli("plugins", "show", "gan2d.gan")
+    assert "optimizers: generator (generator), discriminator (discriminator)" in shown.output
+    assert "reads from its data: vocab_size, pad_id" in cli("plugins", "show", "toklm.lm").output
+    described = json.loads(cli("plugins", "show", "toklm.lm", "--json").output)
+    assert {"vocab_size", "pad_id"} <= set(described["facts"]) and described["optimizers"] is None
+
+
 class RecordOptimizerStates(Callback):
     def on_train_start(self, trainer, module):
         self.states = copy.deepcopy([optimizer.state_dict() for optimizer in trainer.optimizers])

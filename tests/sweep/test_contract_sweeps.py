@@ -85,14 +85,13 @@ def test_pbt_mutates_a_named_optimizers_learning_rate_and_the_optimizer_takes_it
     checked = 0
     for run in store.children(parent.info.run_id):
         assert not any(path.startswith("reports/") for path in artifacts(store.client, run.info.run_id))
-        # pbt/optimizer.generator.lr: the trial's own rate from the step of the checkpoint it took
-        # from another trial; train/lr_generator: the rate the generator's optimizer holds at
-        # each batch. A continued run keeps the steps it already holds, so the rates of the
-        # batches after that step, up to the next exploit's, are the new one's.
+        # pbt/optimizer.generator.lr: the trial's own rate, from the first step of its history
+        # trained after it took another trial's checkpoint; train/lr_generator: the rate the
+        # generator's optimizer holds at each batch, up to the next exploit.
         mutations = store.history(run.info.run_id, "pbt/optimizer.generator.lr")
         rates = store.history(run.info.run_id, "train/lr_generator")
         for (step, lr), later in zip(mutations, mutations[1:] + [(10**9, None)]):
-            applied = [value for s, value in rates if step < s <= later[0]]
+            applied = [value for s, value in rates if step <= s < later[0]]
             assert applied == pytest.approx([lr] * len(applied)), (step, lr, rates)
             checked += bool(applied)
         discriminator = [value for _, value in store.history(run.info.run_id, "train/lr_discriminator")]

@@ -90,6 +90,7 @@ class TrialProgress(Checkpoint):
         self.pending: Path | None | bool = False  # a report is due: its checkpoint folder, or None
         self.measured: dict[str, float] = {}  # the metrics at the validation the report is about
         self.epochs = 0.0
+        self.step = 0
 
     def on_validation_end(self, trainer: Trainer, module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -97,6 +98,7 @@ class TrialProgress(Checkpoint):
         self.validations += 1
         self.measured = _numbers(trainer)
         self.epochs = _epochs(trainer)
+        self.step = metric_step(trainer)  # where Lightning logged this validation's metrics
         # The last validation is not checkpointed: the trial ends with it, and a trial that fails
         # while testing is retried from the checkpoint before.
         due = self.validations % self.checkpoint_every == 0 and not _ending(trainer)
@@ -107,7 +109,10 @@ class TrialProgress(Checkpoint):
             numeric = {f"pbt/{key}": float(value) for key, value in self.child.mutated.items()
                        if isinstance(value, (int, float)) and not isinstance(value, bool)}
             if numeric:
-                self.child.buffer(numeric, metric_step(trainer))
+                # The first step of the run's history trained with them: steps the run holds
+                # already keep what was logged there before the restore.
+                held = max(self.child.watermark.values(), default=-1)
+                self.child.buffer(numeric, max(metric_step(trainer), held + 1))
 
     def on_train_batch_start(self, trainer: Trainer, module, batch, batch_idx: int) -> None:
         self.flush(trainer)
@@ -142,7 +147,7 @@ class TrialProgress(Checkpoint):
         if self.best is not None:
             metrics[f"best/{self.metric}"] = self.best
             if self.child is not None:
-                self.child.buffer({f"best/{self.metric}": self.best}, metric_step(trainer))
+                self.child.buffer({f"best/{self.metric}": self.best}, self.step)
         if self.child is not None:
             metrics[RUN_ID_KEY] = self.child.run_id
         # Tune's own count of reports is not the trial's after a PBT exploit: these are.

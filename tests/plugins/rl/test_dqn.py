@@ -17,7 +17,7 @@ from trainyard.optim import attach_optimizers
 from trainyard.spec import OptimizerSpec, ScheduleSpec
 from trainyard_rl.dqn import METRICS, TEST_SEED_OFFSET, DQN, DQNParams, ReplayBuffer, build_dqn
 
-# Lightning's chatter that the platform silences too (trainyard.run._quiet_lightning_chatter).
+# Lightning's chatter that the platform silences too (trainyard.build.quiet_lightning_chatter).
 pytestmark = [pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
               pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\)` is deprecated")]
 
