@@ -91,8 +91,8 @@ def make_run_reports(report: RunReport) -> list[Path] | None:
     """Add this family's plots or reports to a finished run.
 
     Called for every successful run, after testing, with the trained model (before it is moved
-    or exported), the data module, the trainer and the final metrics, and only for the plugin
-    that provided the run's model or algorithm. Write files into `report.directory` and return
-    their paths (or None). Every file written there is logged as a run artifact under
+    or exported), the data module, the trainer and the final metrics.
+    Only the implementation of the plugin that provided the run's model or algorithm is called.
+    Write files into `report.directory` and return their paths (or None). Every file written there is logged as a run artifact under
     `reports/`. An exception fails the run. In sweeps, `sweep.reports` says whose runs get them.
     """
