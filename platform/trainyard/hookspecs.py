@@ -54,8 +54,8 @@ def register_datamodules() -> list[Component]:
     dataloaders. It must be cheap to build (read files in `prepare_data`/`setup`), because
     `trainyard validate` builds it. It may define `facts() -> Mapping[str, Any]` (a vocabulary's
     size, special-token ids): the core calls it before building the model, in validate too, so
-    what it derives from files belongs in `ctx.cache` (a DataCache). Results of all plugins are
-    collected.
+    what it derives from files belongs in `ctx.cache` (a DataCache).
+    Results of all plugins are collected.
     """
 
 
@@ -93,6 +93,7 @@ def make_run_reports(report: RunReport) -> list[Path] | None:
     Called for every successful run, after testing, with the trained model (before it is moved
     or exported), the data module, the trainer and the final metrics.
     Only the implementation of the plugin that provided the run's model or algorithm is called.
-    Write files into `report.directory` and return their paths (or None). Every file written there is logged as a run artifact under
-    `reports/`. An exception fails the run. In sweeps, `sweep.reports` says whose runs get them.
+    Write files into `report.directory` and return their paths (or None). Every file written
+    there is logged as a run artifact under `reports/`. An exception fails the run. In sweeps,
+    `sweep.reports` says whose runs get them.
     """
