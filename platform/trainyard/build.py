@@ -73,7 +73,7 @@ def _build_checked(section: str, resolved, ctx: BuildContext) -> Any:
         return resolved.build(ctx)
     except SpecError:
         raise  # a component that knows which field is wrong (e.g. env.name) says so itself
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:
         # Components reject configurations they cannot build (a feature map that shrinks to
         # nothing, a model that needs image data, a corpus that is not there) with ValueError:
         # that is bad input.
@@ -87,7 +87,7 @@ def _facts(experiment: Experiment, data) -> Mapping[str, Any]:
     if hasattr(data, "facts"):
         try:
             facts = data.facts()
-        except (ValueError, TypeError, FileNotFoundError) as error:
+        except (ValueError, TypeError, OSError) as error:
             raise SpecError([Problem("data.params", _first_line(error))]) from None
     model, section = experiment.components.get("model"), experiment.components["data"]
     if model is not None:
@@ -113,8 +113,10 @@ def _prepare_model(experiment: Experiment, built: Built, workdir: Path | None) -
         built.notes.append(f"froze {', '.join(spec.model.freeze)}")
     declared = model.registered.component.optimizers
     try:
-        optim.attach_optimizers(built.model, spec.optimizer, spec.schedule, spec.trainer.max_epochs, declared,
+        optim.attach_optimizers(built.model, spec.optimizer, spec.schedule, max(1, spec.trainer.epoch_limit), declared,
                                 step_schedules=spec.trainer.max_steps is not None)
+    except optim.NothingToTrain as error:
+        raise SpecError([Problem("model.freeze", _first_line(error))]) from None
     except ValueError as error:
         raise SpecError([Problem("model.name", f"{model.registered.name}: {_first_line(error)}")]) from None
     _check_manual_optimization(experiment, built)
@@ -174,7 +176,8 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
     if experiment.optimizers != OWN and any(s.name != "none" or s.warmup_epochs for s in schedules):
         all_callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if manual:
-        all_callbacks.append(optim.ManualSchedules())
+        if experiment.optimizers != OWN:  # a module with its own optimizers steps their schedules itself
+            all_callbacks.append(optim.ManualSchedules())
         if t.gradient_clip_val is not None:
             all_callbacks.append(optim.ClipGradients(t.gradient_clip_val, t.gradient_clip_algorithm))
         if t.max_steps is not None:

@@ -25,6 +25,10 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
               "rmsprop": torch.optim.RMSprop}
 
 
+class NothingToTrain(ValueError):
+    """An optimizer would train no parameter: model.freeze froze all it would train."""
+
+
 def build_optimizer(spec: OptimizerSpec, parameters, name: str | None = None) -> torch.optim.Optimizer:
     """The optimiser over the parameters that are not frozen."""
     trainable = [p for p in parameters if p.requires_grad]
@@ -65,6 +69,7 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
             scheduler = sched.ReduceLROnPlateau(optimizer, mode=spec.mode or "min", factor=spec.factor or 0.1,
                                                 patience=spec.patience if spec.patience is not None else 10)
             monitor = spec.monitor or "val/loss"
+            scheduler.trainyard_monitor = monitor  # for ManualSchedules: Lightning drops it under manual optimization
     if spec.warmup_epochs:
         warmup = sched.LinearLR(optimizer, start_factor=0.1, total_iters=spec.warmup_epochs)
         if scheduler is None:
@@ -101,10 +106,15 @@ def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec | Mappin
     names = list(declared) if isinstance(declared, Mapping) else []
     for name in names:
         try:
-            module.get_submodule(declared[name])
+            part = module.get_submodule(declared[name])
         except AttributeError:
             raise ValueError(f"optimizer {name!r} trains the submodule {declared[name]!r}, which "
                              f"{type(module).__name__} does not have") from None
+        if not any(p.requires_grad for p in part.parameters()):
+            raise NothingToTrain(f"optimizer {name!r} trains no parameter: every one of {declared[name] or 'the model'} "
+                             "is frozen (check model.freeze)")
+    if not names and not any(p.requires_grad for p in module.parameters()):
+        raise NothingToTrain("every parameter is frozen: nothing to train (check model.freeze)")
 
     def configure_optimizers(self: LightningModule):
         total_steps = int(min(self.trainer.estimated_stepping_batches, _step_budget(self.trainer)))
@@ -166,24 +176,45 @@ class BatchBudget(Callback):
 
 class ManualSchedules(Callback):
     """Step the spec's schedules of a module under manual optimization, as Lightning steps them
-    under automatic optimization (it leaves them to the module otherwise): per-step schedules
-    after each batch, the others after each epoch, plateau with its monitored metric."""
+    under automatic optimization (it leaves them to the module otherwise, and drops the plateau
+    schedule's monitor from its config): per-step schedules after each batch; the others once
+    per finished epoch, at the next epoch's start, when the epoch's metrics are aggregated, as
+    Lightning does; plateau with its monitored metric, which must exist, as Lightning requires.
+    The epochs stepped are kept with the checkpoint, so a restored run steps each epoch once."""
+
+    def __init__(self):
+        self.epochs_stepped = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self._step(trainer, "step")
 
-    def on_train_epoch_end(self, trainer, module) -> None:
-        self._step(trainer, "epoch")
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if self.epochs_stepped < trainer.current_epoch:
+            self._step(trainer, "epoch")
+            self.epochs_stepped = trainer.current_epoch
+
+    def state_dict(self) -> dict:
+        return {"epochs_stepped": self.epochs_stepped}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs_stepped = state_dict.get("epochs_stepped", self.epochs_stepped)
 
     @staticmethod
     def _step(trainer, interval: str) -> None:
+        from pytorch_lightning.utilities.exceptions import MisconfigurationException
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
         for config in trainer.lr_scheduler_configs:
             if config.interval != interval:
                 continue
-            if config.reduce_on_plateau:
-                value = trainer.callback_metrics.get(config.monitor)
-                if value is not None:
-                    config.scheduler.step(float(value))
+            if isinstance(config.scheduler, ReduceLROnPlateau):
+                monitor = config.scheduler.trainyard_monitor
+                value = trainer.callback_metrics.get(monitor)
+                if value is None:
+                    available = ", ".join(sorted(trainer.callback_metrics)) or "none"
+                    raise MisconfigurationException(f"the plateau schedule watches {monitor!r}, which was not logged "
+                                                    f"in this epoch (available: {available})")
+                config.scheduler.step(float(value))
             else:
                 config.scheduler.step()
 

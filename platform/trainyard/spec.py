@@ -209,7 +209,9 @@ class TrainerSpec(Section):
 
     @property
     def validates_per_epoch(self) -> bool:
-        return self.val_check_interval is None or self.val_check_interval == 1.0
+        # An int 1 is every batch; a float 1.0 is the whole epoch.
+        interval = self.val_check_interval
+        return interval is None or (isinstance(interval, float) and interval == 1.0)
 
 
 # --- tracking --------------------------------------------------------------------------------
@@ -284,7 +286,7 @@ class SchedulerSpec(Section):
     max_t: int | None = Field(None, ge=1, description="Longest a trial may run, in the unit (asha; default the "
                                                       "trainer's validations or steps).")
     grace_period: int | None = Field(None, ge=1, description="Time before a trial may be stopped, in the unit (asha; "
-                                                             "default 1 validation).")
+                                                             "default 1).")
     reduction_factor: float | None = Field(None, gt=1, description="Fraction kept at each rung is 1/this (asha; default 4).")
     perturbation_interval: int | None = Field(
         None, ge=1, description="Time between exploit/explore steps, in the unit (pbt; default "

@@ -194,18 +194,18 @@ class TrackedRun:
         if self.ended:
             return
         self.ended = True
-        flush_error = None
+        incomplete = None
         try:
             self.flush()
         except Exception as failure:  # noqa: BLE001 - any store error: the run is incomplete
-            flush_error = failure
-            if status == "FINISHED":
+            if status == "FINISHED":  # (a run already FAILED or KILLED keeps its own reason)
+                incomplete = failure
                 status, error = "FAILED", RuntimeError(f"the final metrics could not be written: "
                                                        f"{type(failure).__name__}: {failure}")
         self._record_error(status, error)
         self.client.set_terminated(self.run_id, status)
-        if flush_error is not None:
-            raise flush_error
+        if incomplete is not None:
+            raise incomplete  # the run would have FINISHED: the command fails with it
 
     def _record_error(self, status: str, error: BaseException | None) -> None:
         if error is None or status != "FAILED":

@@ -57,6 +57,10 @@ class Experiment:
         if self.spec.kind == "algorithm" or self.optimizers == OWN:
             # Settings that nothing reads would look like they were used.
             del data["optimizer"], data["schedule"]
+        if self.spec.trainer.epoch_limit == -1:
+            # The default 10 is not in effect (only max_steps bounds the run): left out, so that the
+            # recorded spec, read again, runs the same way.
+            del data["trainer"]["max_epochs"]
         return data
 
     @property
@@ -76,7 +80,9 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     """Read, override and validate a spec file. Raises SpecError naming the file."""
     path = Path(path)
     try:
-        data = read_yaml(path)
+        # Named optimizers' default sections first, so that `--set optimizer.generator.lr=...`
+        # changes one of them instead of leaving the others missing.
+        data = _with_named_optimizers(read_yaml(path), registry or get_registry())
         data, overridden = apply_overrides(data, list(overrides))
         experiment = validate_experiment(data, registry, overridden=overridden)
     except SpecError as error:
@@ -247,10 +253,24 @@ def _check_sweep_training(spec: ExperimentSpec) -> list[Problem]:
                                                     "and searchers compare trials every epoch: use a val/ metric"))
         from trainyard.sweep.space import default_max_t
 
-        if sweep.scheduler.name == "asha" and sweep.scheduler.max_t is None and default_max_t(spec) is None:
+        max_t = sweep.scheduler.max_t or default_max_t(spec)
+        if sweep.scheduler.name == "asha" and max_t is None:
             problems.append(Problem("sweep.scheduler.max_t", f"give the longest a trial may run, in "
                                                              f"{sweep.scheduler.unit}: the trainer's limits do not "
                                                              "say how many there will be"))
+        elif sweep.scheduler.name == "asha" and (sweep.scheduler.grace_period or 1) > max_t:
+            problems.append(Problem("sweep.scheduler.grace_period", f"{sweep.scheduler.grace_period} is longer than "
+                                                                    f"the longest a trial may run ({max_t} "
+                                                                    f"{sweep.scheduler.unit})"))
+        if spec.trainer.limit_val_batches == 0:
+            problems.append(Problem("trainer.limit_val_batches", "a sweep compares trials at each validation: "
+                                                                 "with no validation batches there is nothing to "
+                                                                 "compare"))
+        interval = spec.trainer.val_check_interval
+        if isinstance(interval, int) and spec.trainer.max_steps is not None \
+                and spec.trainer.max_steps * spec.trainer.accumulate_grad_batches < interval:
+            problems.append(Problem("trainer.val_check_interval", f"every {interval} batches, but max_steps ends "
+                                                                  "training before the first validation"))
         if sweep.scheduler.name == "pbt" and sweep.scheduler.unit == "steps" \
                 and sweep.scheduler.perturbation_interval is None:
             problems.append(Problem("sweep.scheduler.perturbation_interval", "give it in steps (unit: steps)"))

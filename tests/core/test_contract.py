@@ -13,6 +13,7 @@ import torch
 from mlflow import MlflowClient
 from pydantic import Field
 from pytorch_lightning import Callback, LightningModule
+from pytorch_lightning.loggers import CSVLogger
 from typer.testing import CliRunner
 
 from contract_specs import write_spec
@@ -123,7 +124,12 @@ def test_max_steps_alone_lifts_the_epoch_limit(contract, tmp_path):
     assert experiment.spec.trainer.epoch_limit == 2  # the template gives max_epochs
     data = experiment.data
     data["trainer"].pop("max_epochs")
-    assert validate_experiment(data).spec.trainer.epoch_limit == -1
+    steps_only = validate_experiment(data)
+    assert steps_only.spec.trainer.epoch_limit == -1
+    # The recorded spec says so, and runs the same way again.
+    recorded = steps_only.resolved()
+    assert "max_epochs" not in recorded["trainer"]
+    assert validate_experiment({k: v for k, v in recorded.items() if k != "sweep"}).spec.trainer.epoch_limit == -1
 
 
 def test_gradient_clipping_reaches_every_optimizer_step_of_a_manual_module(contract, tmp_path, monkeypatch):
@@ -158,6 +164,35 @@ def test_plugins_show_says_what_a_model_declares(contract):
     assert "reads from its data: vocab_size, pad_id" in cli("plugins", "show", "toklm.lm").output
     described = json.loads(cli("plugins", "show", "toklm.lm", "--json").output)
     assert {"vocab_size", "pad_id"} <= set(described["facts"]) and described["optimizers"] is None
+
+
+def test_a_plateau_schedule_under_manual_optimization_steps_on_its_metric(contract, tmp_path):
+    """Lightning leaves a manual module's schedules to it (and drops plateau's monitor from the
+    config); the core steps them, once per finished epoch, with the watched metric."""
+    experiment, built = built_gan(tmp_path, "schedule.name=plateau", "schedule.monitor=val/mode_distance",
+                                  "schedule.mode=min", "trainer.checkpoint=null")
+    trainer = make_trainer(experiment, tmp_path / "ckpt", quiet=True, built=built)
+    trainer.loggers = [CSVLogger(tmp_path)]  # the learning-rate monitor needs one
+    fit_and_test(built, trainer)
+    schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+    assert len(schedulers) == 2  # one section schedules both optimizers
+    assert all(scheduler.last_epoch == 2 for scheduler in schedulers)  # after epochs 1 and 2 of 3
+    assert all(scheduler.best < float("inf") for scheduler in schedulers)
+
+
+def test_pbt_settings_follow_the_declared_order_not_the_specs(contract, tmp_path):
+    from trainyard.spec import OptimizerSpec
+    from trainyard.sweep.reporting import ApplyOptimizerSettings
+
+    written = {"discriminator": OptimizerSpec(lr=0.1), "generator": OptimizerSpec(lr=0.2)}
+    callback = ApplyOptimizerSettings(written, names=("generator", "discriminator"))
+    assert [settings["lr"] for settings in callback.settings] == [0.2, 0.1]
+
+
+def test_all_frozen_parts_of_a_named_optimizer_are_bad_input(contract, tmp_path):
+    line = one_problem(cli("run", str(write_spec(tmp_path, "gan")), "--set", "model.freeze=[generator]"))
+    assert "model.freeze: optimizer 'generator' trains no parameter" in line
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 class RecordOptimizerStates(Callback):
@@ -233,6 +268,8 @@ def test_no_optimizer_section_gives_each_named_optimizer_the_defaults(contract, 
     experiment = load_experiment(gan)
     assert set(experiment.spec.optimizer) == {"generator", "discriminator"}
     assert experiment.flat_params()["optimizer.generator.lr"] == 0.001
+    changed = load_experiment(gan, ["optimizer.generator.lr=0.01"]).flat_params()
+    assert (changed["optimizer.generator.lr"], changed["optimizer.discriminator.lr"]) == (0.01, 0.001)
 
 
 class OwnParams(Params):

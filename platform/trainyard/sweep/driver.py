@@ -84,12 +84,10 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
                  "source": experiment.source, "spec_path": str(experiment.path) if experiment.path else None}
     if not uri.startswith(("sqlite:", "file:")) and "://" in uri:
         check_reachable(uri)  # a server that cannot be reached is bad input, found before Ray starts
-    if spec.kind == "algorithm":
-        # Cheap to build, and the build is where an algorithm rejects its environment (dynamic
-        # programming on an environment without a model): bad input, found before Ray starts.
-        from trainyard.build import build
-
-        build(experiment)
+    # What `trainyard validate` checks by building (an algorithm that rejects its environment, a
+    # model's optimizers and facts, what manual optimization cannot do) is bad input found here,
+    # before Ray starts and before the parent run exists.
+    _build_once(experiment)
     name = state["name"]
     folder = _join(storage, name)
     local = Path(folder) if _is_local(storage) else Path(DEFAULT_STORAGE).resolve() / name
@@ -131,6 +129,15 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
     result.folder = folder
     result.driver_log = str(local / "driver.log")
     return result
+
+
+def _build_once(experiment: Experiment) -> None:
+    """Build the components once on the driver. Not the Trainer: the accelerator and precision
+    are the trial nodes' to satisfy, and the driver may have no GPU."""
+    from trainyard.build import build
+
+    with tempfile.TemporaryDirectory(prefix="trainyard-preflight-") as tmp:
+        build(experiment, Path(tmp))
 
 
 def _start_parent(experiment: Experiment, state: dict, ray_cluster, uri: str, storage: str,
@@ -199,7 +206,7 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         resources = {"memory": 1}
     trainable = tune.with_resources(tune.with_parameters(trial_main, job=job), resources)
     progress = SweepProgress(console, list(sweep.space), sweep.metric,
-                             spec.trainer.max_epochs if spec.kind == "model" else None,
+                             spec.trainer.epoch_limit if spec.kind == "model" else None,
                              {"uri": parent.uri, "experiment_id": parent.experiment_id,
                               "parent_run_id": parent.run_id})
     path = _join(storage, state["name"])

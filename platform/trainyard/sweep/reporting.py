@@ -28,8 +28,7 @@ STATE_FILE = "state.ckpt"  # the full training state, for trainer.fit(ckpt_path=
 BEST_FOLDER = "checkpoints"  # the files of Lightning's ModelCheckpoint, under their own names
 RUN_ID_KEY = "trainyard_run_id"  # travels in Tune results so the driver can find the child run
 EPOCH_KEY = "trainyard_epoch"
-STEP_KEY = "trainyard_step"  # training batches so far: the time unit of `scheduler.unit: steps`
-VALIDATIONS_KEY = "trainyard_validations"
+STEP_KEY = "trainyard_step"  # steps so far, as trainer.max_steps counts them: `scheduler.unit: steps`
 FINAL_KEY = "trainyard_final"  # the trial's last report, sent after testing: it ended on its own
 
 # report(metrics, checkpoint_dir or None): tune.report in a trial actor, ray.train.report in a
@@ -89,20 +88,38 @@ class TrialProgress(Checkpoint):
         self.validations = 0
         self.pending: Path | None | bool = False  # a report is due: its checkpoint folder, or None
         self.measured: dict[str, float] = {}  # the metrics at the validation the report is about
-        self.epochs = 0.0
-        self.step = 0
+        self.epochs, self.batches, self.step = 0.0, 0, 0
+        self.save_at_epoch_end = False
 
     def on_validation_end(self, trainer: Trainer, module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.validations += 1
         self.measured = _numbers(trainer)
-        self.epochs = _epochs(trainer)
+        self.epochs, self.batches = _epochs(trainer), _batches(trainer)
         self.step = metric_step(trainer)  # where Lightning logged this validation's metrics
+        value = self.measured.get(self.metric)
+        if value is not None and not math.isnan(value):
+            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+            self.best = value if better else self.best
+        self.pending = None
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # At an epoch's end, ModelCheckpoint and EarlyStopping act in on_train_epoch_end, after
+            # this: the checkpoint waits for them, so that a restored trial finds their state.
+            self.save_at_epoch_end = True
+        else:
+            self._checkpoint_if_due(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, module) -> None:
+        if self.save_at_epoch_end:
+            self.save_at_epoch_end = False
+            self._checkpoint_if_due(trainer)
+
+    def _checkpoint_if_due(self, trainer: Trainer) -> None:
         # The last validation is not checkpointed: the trial ends with it, and a trial that fails
         # while testing is retried from the checkpoint before.
-        due = self.validations % self.checkpoint_every == 0 and not _ending(trainer)
-        self.pending = self._save(trainer, self.validations) if due else None
+        if self.validations % self.checkpoint_every == 0 and not _ending(trainer):
+            self.pending = self._save(trainer, self.validations)
 
     def on_train_start(self, trainer: Trainer, module) -> None:
         if self.child is not None:  # after a restore: PBT's values, from the step they apply
@@ -122,7 +139,8 @@ class TrialProgress(Checkpoint):
         self.measured |= _numbers(trainer)
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "validations": self.validations}  # a restored trial goes on from here
+        # A restored trial goes on from here (saved after on_validation_end, so this validation counts).
+        return {"best": self.best, "validations": self.validations}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best", self.best)
@@ -134,16 +152,12 @@ class TrialProgress(Checkpoint):
         Sent when the next training batch starts, not at validation end: at an epoch's end,
         Lightning logs the epoch's aggregated training metrics after validation, and they belong
         in the same report and MLflow commit. The trial calls it once more after training and
-        testing (`final`): that report says the trial is done, so no scheduler acts on it (PBT
-        would exploit a finished trial)."""
-        if self.pending is False:
+        testing (`final`), also when training stopped between validations: that report says the
+        trial is done, so no scheduler acts on it (PBT would exploit a finished trial)."""
+        if self.pending is False and not (final and self.measured):
             return
-        checkpoint, self.pending = self.pending, False
+        checkpoint, self.pending = (self.pending or None), False
         metrics = self.measured | ({} if final else _numbers(trainer))
-        value = metrics.get(self.metric)
-        if value is not None and not math.isnan(value):
-            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-            self.best = value if better else self.best
         if self.best is not None:
             metrics[f"best/{self.metric}"] = self.best
             if self.child is not None:
@@ -151,8 +165,7 @@ class TrialProgress(Checkpoint):
         if self.child is not None:
             metrics[RUN_ID_KEY] = self.child.run_id
         # Tune's own count of reports is not the trial's after a PBT exploit: these are.
-        metrics |= {EPOCH_KEY: self.epochs, STEP_KEY: _batches(trainer),
-                    VALIDATIONS_KEY: self.validations}
+        metrics |= {EPOCH_KEY: self.epochs, STEP_KEY: self.batches}
         if final:
             metrics |= {"done": True, FINAL_KEY: True}
         if checkpoint is not None and self.child is not None:
@@ -191,7 +204,10 @@ def _epochs(trainer: Trainer) -> float:
 
 
 def _batches(trainer: Trainer) -> int:
-    """Training batches so far: the step count that means the same under manual optimization."""
+    """Steps so far as trainer.max_steps counts them: optimizer steps under automatic
+    optimization, training batches under manual optimization (see trainyard.optim.BatchBudget)."""
+    if trainer.lightning_module.automatic_optimization:
+        return int(trainer.global_step)
     return int(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
 
 
@@ -229,8 +245,9 @@ class ApplyOptimizerSettings(Callback):
     optimizers are matched by the declared order the core built them in.
     """
 
-    def __init__(self, optimizer: OptimizerSpec | dict[str, OptimizerSpec]):
-        sections = list(optimizer.values()) if isinstance(optimizer, dict) else [optimizer]
+    def __init__(self, optimizer: OptimizerSpec | dict[str, OptimizerSpec], names: tuple[str, ...] = ()):
+        # `names`: the model's declared order, which is the trainer's; the spec's may differ.
+        sections = [optimizer[name] for name in names] if names else [optimizer]
         self.settings = [section.torch_kwargs() for section in sections]
 
     def on_train_start(self, trainer: Trainer, module) -> None:

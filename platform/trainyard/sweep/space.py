@@ -18,6 +18,8 @@ from trainyard.spec import Domain, ExperimentSpec, SweepSpec
 # Tune receives a report at every validation; schedulers count those reports, or the training
 # steps (batches) each report carries (sweep.scheduler.unit: steps).
 TIME_ATTR = "training_iteration"
+# reporting.STEP_KEY: steps as trainer.max_steps counts them (reporting.py imports Lightning; this
+# module must not, as the driver reads it before any trial runs).
 TIME_ATTRS = {"validations": TIME_ATTR, "steps": "trainyard_step"}
 
 
@@ -29,7 +31,9 @@ def default_max_t(spec: ExperimentSpec) -> int | None:
     if trainer.validates_per_epoch and trainer.epoch_limit > 0:
         return trainer.epoch_limit
     if isinstance(trainer.val_check_interval, int) and trainer.max_steps is not None:
-        return max(1, trainer.max_steps // trainer.val_check_interval)
+        # val_check_interval counts batches; max_steps counts optimizer steps, each of
+        # accumulate_grad_batches batches (always 1 under manual optimization).
+        return max(1, trainer.max_steps * trainer.accumulate_grad_batches // trainer.val_check_interval)
     return None
 # A choice between lists ([16, 32] or [32, 64] channels) travels as JSON text: Optuna's
 # categorical distributions and Tune's trial names take scalars only.
