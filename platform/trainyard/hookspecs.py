@@ -54,7 +54,8 @@ def register_datamodules() -> list[Component]:
     dataloaders. It must be cheap to build (read files in `prepare_data`/`setup`), because
     `trainyard validate` builds it. It may define `facts() -> Mapping[str, Any]` (a vocabulary's
     size, special-token ids): the core calls it before building the model, in validate too, so
-    what it derives from files belongs in `ctx.cache` (a DataCache).
+    what it derives from files belongs in `ctx.cache` (a DataCache). It may define
+    `write_artifacts(directory)`: files every run logs under data/ (a vocabulary, a tokenizer).
     Results of all plugins are collected.
     """
 

@@ -1,6 +1,7 @@
 """Phase 3 of every run: what a trained model leaves in its MLflow run.
 
     the family's reports (on the trained model, before it is moved or exported)
+    --> data/ (what the data module needs to read the run later: a vocabulary, a tokenizer)
     --> checkpoints/ (the best checkpoint, and the other kept ones)
     --> model/ (mlflow.pytorch: an exported pt2 graph when the model has an example input)
 
@@ -49,11 +50,23 @@ def record_trained(experiment, built, trainer, trained, tracked: TrackedRun, wor
         metrics |= score
     if reports:
         make_reports(experiment, built.model, built.data, built.env, trainer, metrics, tracked, workdir / "reports")
+    log_data_artifacts(tracked, built.data, workdir / "data-artifacts")
     if trained.best_path is not None:
         log_checkpoints(tracked, trainer.checkpoint_callback, trained.best_path, workdir / "checkpoint-artifacts")
     if log_model and spec.tracking.log_model:
         log_pytorch_model(tracked, built.model)
     return metrics
+
+
+def log_data_artifacts(tracked: TrackedRun, data: Any, directory: Path) -> None:
+    """What the data module says a run needs to be read later (a vocabulary, a tokenizer), under
+    data/: a data module may define `write_artifacts(directory)`."""
+    if not hasattr(data, "write_artifacts"):
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    data.write_artifacts(directory)
+    if any(directory.iterdir()):
+        tracked.log_artifacts(directory, "data")
 
 
 def log_checkpoints(tracked: TrackedRun, checkpoint, best: Path, staging: Path) -> None:

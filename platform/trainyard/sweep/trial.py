@@ -180,7 +180,8 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
         progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reported")
         callbacks = [progress]
         if experiment.optimizers != OWN:  # the core built them from the spec, so the spec's values apply
-            callbacks.append(ApplyOptimizerSettings(experiment.spec.optimizer))
+            callbacks.append(ApplyOptimizerSettings(experiment.spec.optimizer,
+                                                    experiment.components["model"].registered.component.optimizer_names))
         trainer = make_trainer(experiment, folder / "checkpoints", callbacks, quiet=True, built=built,
                                options={"devices": 1, "enable_checkpointing": True} | (trainer_options or {}))
         trainer.callbacks = [c for c in trainer.callbacks if c is not progress] + [progress]  # after ModelCheckpoint
