@@ -102,7 +102,7 @@ def test_hook_register_models():
 
 def test_hook_register_datamodules():
     names = get_registry().names("datamodule")
-    assert names == ["cnn.cifar10", "cnn.digits", "cnn.mnist", "cnn.volumes"]
+    assert names == ["cnn.cifar10", "cnn.digits", "cnn.mnist", "cnn.volumes", "text.corpus", "text.pairs"]
 
 
 def test_hook_register_environments(use_plugins):
