@@ -221,10 +221,14 @@ class Pairs(LightningDataModule):
                 self._pairs = {"train": train, "val": val, "test": test}
         return self._pairs
 
+    @property
+    def target_kind(self) -> str:
+        return "word" if self.params.task == "g2p" else "char"  # phonemes are space-separated
+
     def tokenizers(self) -> tuple[TextTokenizer, TextTokenizer]:
         """Source and target tokenizers, trained on the training pairs only."""
         if self._tokenizers is None:
-            target_kind = "word" if self.params.task == "g2p" else "char"  # phonemes are space-separated
+            target_kind = self.target_kind
 
             def train(side: int, kind: str):
                 def write(path: Path) -> None:
@@ -238,10 +242,13 @@ class Pairs(LightningDataModule):
     def facts(self) -> dict[str, Any]:
         source, target = self.tokenizers()
         lengths = [self.params.train_lengths, self.params.test_lengths or self.params.train_lengths]
+        longest_target = max(len(target.encode(t)) for split in self.pairs().values() for _, t in split)
         return {"source_vocab_size": len(source), "target_vocab_size": len(target), "pad_id": PAD, "bos_id": BOS,
                 "eos_id": EOS, "source_tokens": source.tokens, "target_tokens": target.tokens,
-                # The longest source a model must read (generated tasks; g2p: its longest word).
-                "max_source_length": self._longest_source(lengths)}
+                "target_tokenizer": self.target_kind,
+                # The longest source a model must read (generated tasks; g2p: its longest word),
+                # and the longest target it must write, <eos> included, over every split.
+                "max_source_length": self._longest_source(lengths), "max_target_length": longest_target + 1}
 
     def _longest_source(self, lengths) -> int:
         if self.params.task == "g2p":

@@ -1,0 +1,126 @@
+"""Decoding a trained encoder-decoder: greedy search and batched beam search.
+
+Both run the decoder one step at a time from <bos> until every output has produced <eos> (or
+`max_length` tokens), on a whole batch at once. They return the token ids (<eos> included, <pad>
+after it) and, with attention, the attention weights behind each token. Neither writes <pad>
+or <bos>: they are no output's tokens.
+
+- greedy: the most likely next token at each step. Fast, and what validation uses, but a first
+  token that looks best may lead only to unlikely continuations.
+- beam search: keeps the K most likely partial outputs ("hypotheses") of every sequence. All of
+  them are decoded together, as a batch of B*K rows: row b*K + k is hypothesis k of sequence b.
+  At each step every hypothesis proposes its K best next tokens; of the K*K candidates of a
+  sequence, the K with the highest total log-probability survive. A finished hypothesis stays in
+  the beam with its score (it continues with <pad> at no cost). At the end, the hypothesis with
+  the best log p(y|x) / lp(y) is chosen, lp being GNMT's length penalty (Wu et al. 2016):
+  lp(y) = ((5 + |y|) / 6)^alpha, which stops short outputs from winning only by being short.
+  With K = 1 it is greedy search, exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Decoded:
+    tokens: torch.Tensor  # (B, L) token ids, <eos> included, <pad> after it
+    attention: torch.Tensor | None  # (B, L, S): the weights over the source behind each token
+
+
+def greedy(model, source: torch.Tensor, source_lengths: torch.Tensor, max_length: int) -> Decoded:
+    memory, state = model.encode(source, source_lengths)
+    B = source.shape[0]
+    previous = torch.full((B,), model.bos_id, dtype=torch.long, device=source.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=source.device)
+    tokens, weights = [], []
+    for _ in range(max_length):
+        logits, state, step_weights = model.decoder.step(previous, state, memory)
+        token = _log_probs(logits, model).argmax(-1)  # (B,)
+        token = token.masked_fill(finished, model.pad_id)
+        tokens.append(token)
+        weights.append(step_weights)
+        finished |= token == model.eos_id
+        previous = token
+        if finished.all():
+            break
+    tokens = torch.stack(tokens, 1)  # (B, L)
+    return Decoded(tokens, _attention(weights, tokens, model.pad_id))
+
+
+def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_width: int, length_penalty: float,
+                max_length: int) -> Decoded:
+    B, K = source.shape[0], beam_width
+    device = source.device
+    memory, state = model.encode(source, source_lengths)
+    # K copies of every sequence: row b*K + k is hypothesis k of sequence b. The rows of one
+    # sequence share its memory, so only the decoder state follows the hypotheses around.
+    copies = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
+    memory, state = memory.select(copies), _select(state, copies)
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # the K copies start alike: expand only the first
+    previous = torch.full((B * K,), model.bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(B * K, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B * K, dtype=torch.long, device=device)  # tokens up to <eos>, included
+    tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)  # (B*K, t)
+    weights = None  # (B*K, t, S)
+    first_rows = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1)
+    for _ in range(max_length):
+        logits, state, step_weights = model.decoder.step(previous, state, memory)
+        log_probs = _log_probs(logits, model)  # (B*K, V)
+        # A finished hypothesis continues with <pad> at no cost.
+        done = torch.full_like(log_probs[:1], float("-inf"))
+        done[0, model.pad_id] = 0.0
+        log_probs = torch.where(finished.unsqueeze(1), done, log_probs)
+        # The K best continuations of a sequence are among its hypotheses' K best next tokens.
+        top, top_tokens = log_probs.topk(min(K, log_probs.shape[-1]), dim=-1)  # (B*K, K)
+        candidates = (scores.view(-1, 1) + top).view(B, -1)  # (B, K*K)
+        scores, best = candidates.topk(K, dim=-1)  # (B, K)
+        parents = (first_rows + best // top.shape[-1]).view(-1)  # (B*K,): the row each survivor extends
+        chosen = top_tokens.view(B, -1).gather(1, best).view(-1)  # (B*K,)
+        tokens = torch.cat([tokens[parents], chosen.unsqueeze(1)], dim=1)  # (B*K, t+1)
+        if step_weights is not None:
+            step_weights = step_weights[parents].unsqueeze(1)  # (B*K, 1, S)
+            weights = step_weights if weights is None else torch.cat([weights[parents], step_weights], dim=1)
+        state = _select(state, parents)
+        lengths = lengths[parents] + (~finished[parents]).long()
+        finished = finished[parents] | (chosen == model.eos_id)
+        previous = chosen
+        if finished.all():
+            break
+    penalty = ((5.0 + lengths.float()) / 6.0) ** length_penalty  # GNMT's lp(y), (B*K,)
+    choice = (scores.view(-1) / penalty).view(B, K).argmax(-1)  # (B,)
+    rows = first_rows.squeeze(1) + choice
+    tokens = tokens[rows]  # (B, L)
+    attention = weights[rows] if weights is not None else None
+    return Decoded(tokens, _masked(attention, tokens, model.pad_id))
+
+
+def _log_probs(logits: torch.Tensor, model) -> torch.Tensor:
+    """log p(next token), with <pad> and <bos> never written: they are no output's tokens. Their
+    probability is left out, not spread over the others, so scores stay the model's log p(y|x)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+    log_probs[:, [model.pad_id, model.bos_id]] = float("-inf")
+    return log_probs
+
+
+def _select(state, rows: torch.Tensor):
+    """The decoder state of these batch rows: (layers, B, H), or an LSTM's pair of them."""
+    if isinstance(state, tuple):
+        return tuple(s[:, rows] for s in state)
+    return state[:, rows]
+
+
+def _attention(weights: list, tokens: torch.Tensor, pad_id: int) -> torch.Tensor | None:
+    if weights[0] is None:
+        return None
+    return _masked(torch.stack(weights, 1), tokens, pad_id)  # (B, L, S)
+
+
+def _masked(attention: torch.Tensor | None, tokens: torch.Tensor, pad_id: int) -> torch.Tensor | None:
+    """No attention behind the <pad> that follows an output's <eos>."""
+    if attention is None:
+        return None
+    return attention * (tokens != pad_id).unsqueeze(-1)

@@ -1,0 +1,417 @@
+"""Sequence to sequence: an encoder reads the source, a decoder writes the target token by token.
+
+The course notes' encoder-decoder (Sutskever, Vinyals & Le 2014) with attention, which weighs
+the input elements that matter (Bahdanau, Cho & Bengio 2015; Luong, Pham & Manning 2015), in the
+shape of PyTorch's seq2seq-with-attention tutorial:
+
+    encoder   source ids --embedding--> LSTM/GRU (packed, optionally bidirectional) --> h_1 .. h_S
+    bridge    the encoder's final states --linear--> the decoder's initial state s_0
+    decoder   for i = 1, 2, ...:  y_{i-1} --embedding--> e_i
+                                  a_ij = softmax_j(score(s_{i-1}, h_j))  (padding: a_ij = 0)
+                                  c_i = sum_j a_ij h_j                   (the context)
+                                  s_i = RNN([e_i; c_i], s_{i-1})
+                                  p(y_i | y_<i, x) = softmax(W_o [s_i; c_i])
+
+Training is next-token cross-entropy on the target, with teacher forcing: the decoder reads the
+true previous token, or (with probability 1 - teacher_forcing) its own prediction, a ratio that
+can fall linearly over the epochs (scheduled sampling, Bengio et al. 2015). Without attention
+(`attention: none`) the decoder sees the source only through s_0, as in Sutskever et al.
+
+The encoder is torch's cuDNN-backed nn.LSTM / nn.GRU over packed sequences; the decoder needs a
+Python loop over time (each step's attention depends on the previous state), as does decoding:
+greedy and batched beam search are in decoding.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from pytorch_lightning import LightningModule
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from trainyard import Params
+from trainyard.media import log_text
+
+from trainyard_seq import decoding
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+SPECIAL_TOKENS = 4  # <pad> <unk> <bos> <eos>: the text plugin's tokenizers put them first
+
+
+class Seq2SeqParams(Params):
+    cell: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell of the encoder and the decoder.")
+    embedding: int = Field(64, ge=1, description="Size of the source and target token embeddings.")
+    hidden: int = Field(128, ge=1, description="Size of the hidden state of each layer (encoder and decoder).")
+    layers: int = Field(1, ge=1, description="Stacked recurrent layers, in the encoder and in the decoder.")
+    bidirectional: bool = Field(True, description="Read the source in both directions; a linear bridge maps the "
+                                                  "encoder's final states to the decoder's initial state.")
+    attention: Literal["none", "additive", "dot", "general"] = Field(
+        "additive", description="none (Sutskever et al. 2014), additive (Bahdanau et al. 2015), or Luong et al.'s "
+                                "(2015) multiplicative dot or general scores.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on embeddings, between layers and before the output.")
+    teacher_forcing: float = Field(1.0, ge=0, le=1, description="Probability that the decoder reads the true previous "
+                                                                "token while training (else its own prediction).")
+    teacher_forcing_final: float | None = Field(
+        None, ge=0, le=1, description="The teacher-forcing ratio at the last epoch: the ratio falls (or rises) "
+                                      "linearly from teacher_forcing across trainer.max_epochs (null: constant).")
+    beam_width: int = Field(1, ge=1, description="Hypotheses kept by beam search at test time (1: greedy decoding).")
+    length_penalty: float = Field(0.0, ge=0, description="alpha of GNMT's length penalty ((5 + length) / 6)^alpha "
+                                                         "that beam search divides log-probabilities by (0: none).")
+    max_decode_length: int = Field(60, ge=1, description="Most tokens a decoded output may have (EOS included).")
+
+
+# --- attention ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Memory:
+    """What the decoder attends to: the encoder's outputs h_j (values), what the score compares
+    the decoder state with (keys: h_j, or its projection, computed once per source rather than at
+    every step), and which source positions are real tokens (mask)."""
+
+    values: torch.Tensor  # (B, S, H)
+    keys: torch.Tensor  # (B, S, H)
+    mask: torch.Tensor  # (B, S) bool, True at real tokens
+
+    def select(self, rows: torch.Tensor) -> Memory:
+        """The memory of these batch rows (beam search follows its hypotheses with it)."""
+        return Memory(self.values[rows], self.keys[rows], self.mask[rows])
+
+
+class Attention(nn.Module):
+    """a_j = softmax_j(score(s, h_j)) over the real source positions; context c = sum_j a_j h_j.
+
+    additive (Bahdanau et al. 2015):  score(s, h_j) = v^T tanh(W s + U h_j)
+    dot      (Luong et al. 2015):     score(s, h_j) = s^T h_j
+    general  (Luong et al. 2015):     score(s, h_j) = s^T W_a h_j
+
+    Padding positions are set to -inf before the softmax, so their weight is exactly 0 and the
+    weights of the real positions sum to 1.
+    """
+
+    def __init__(self, kind: Literal["additive", "dot", "general"], size: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "additive":
+            self.W = nn.Linear(size, size, bias=False)  # on the decoder state s
+            self.U = nn.Linear(size, size)  # on the encoder outputs h_j
+            self.v = nn.Linear(size, 1, bias=False)
+        elif kind == "general":
+            self.W_a = nn.Linear(size, size, bias=False)
+        self.score = {"additive": self.bahdanau_additive, "dot": self.luong_dot, "general": self.luong_general}[kind]
+
+    def keys(self, values: torch.Tensor) -> torch.Tensor:
+        """The part of the score that depends on h_j alone, computed once per source: U h_j
+        (additive), W_a h_j (general), h_j itself (dot)."""
+        if self.kind == "additive":
+            return self.U(values)  # (B, S, H)
+        if self.kind == "general":
+            return self.W_a(values)  # (B, S, H)
+        return values
+
+    def bahdanau_additive(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        # v^T tanh(W s + U h_j), U h_j being the keys
+        return self.v(torch.tanh(self.W(query).unsqueeze(1) + keys)).squeeze(-1)  # (B, 1, H) + (B, S, H) -> (B, S)
+
+    def luong_dot(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        # s^T h_j for every j at once
+        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S, H) @ (B, H, 1) -> (B, S)
+
+    def luong_general(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        # s^T W_a h_j = s^T (W_a h_j), W_a h_j being the keys
+        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
+
+    def forward(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """query: the decoder state s (B, H). Returns the context c (B, H) and the weights a (B, S)."""
+        scores = self.score(query, memory.keys)  # (B, S)
+        scores = scores.masked_fill(~memory.mask, float("-inf"))  # exp(-inf) = 0: padding gets no weight
+        weights = torch.softmax(scores, dim=-1)  # (B, S), each row sums to 1
+        context = torch.bmm(weights.unsqueeze(1), memory.values).squeeze(1)  # (B, 1, S) @ (B, S, H) -> (B, H)
+        return context, weights
+
+
+# --- encoder and decoder -----------------------------------------------------------------------
+
+
+class Encoder(nn.Module):
+    """Source ids -> the outputs h_1..h_S (the memory) and the decoder's initial state (the bridge)."""
+
+    def __init__(self, params: Seq2SeqParams, vocab_size: int, pad_id: int):
+        super().__init__()
+        p = params
+        directions = 2 if p.bidirectional else 1
+        self.cell, self.layers, self.directions = p.cell, p.layers, directions
+        self.embed = nn.Embedding(vocab_size, p.embedding, padding_idx=pad_id)
+        self.rnn = CELLS[p.cell](p.embedding, p.hidden, p.layers, batch_first=True, bidirectional=p.bidirectional,
+                                 dropout=p.dropout if p.layers > 1 else 0.0)
+        self.drop = nn.Dropout(p.dropout)
+        # Bahdanau's annotation h_j = [forward h_j; backward h_j], mapped back to H so that every
+        # score (dot included) compares vectors of the decoder's size.
+        self.merge = nn.Linear(directions * p.hidden, p.hidden) if p.bidirectional else nn.Identity()
+        # The bridge: each layer's final states (both directions) -> the decoder's initial state.
+        self.bridge_h = nn.Linear(directions * p.hidden, p.hidden)
+        self.bridge_c = nn.Linear(directions * p.hidden, p.hidden) if p.cell == "lstm" else None
+
+    def forward(self, source: torch.Tensor, lengths: torch.Tensor):
+        B, S = source.shape
+        x = self.drop(self.embed(source))  # (B, S) -> (B, S, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, final = self.rnn(packed)  # the padding is never read
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=S)  # (B, S, D*H)
+        values = self.merge(outputs)  # (B, S, H)
+        mask = torch.arange(S, device=source.device).unsqueeze(0) < lengths.to(source.device).unsqueeze(1)  # (B, S)
+        if self.cell == "lstm":
+            h, c = final
+            state = (torch.tanh(self.bridge_h(self._by_layer(h))), self.bridge_c(self._by_layer(c)))
+        else:
+            state = torch.tanh(self.bridge_h(self._by_layer(final)))  # (layers, B, H)
+        return values, mask, state
+
+    def _by_layer(self, final: torch.Tensor) -> torch.Tensor:
+        """(layers * D, B, H) -> (layers, B, D * H): each layer's directions side by side."""
+        _, B, H = final.shape
+        return final.view(self.layers, self.directions, B, H).permute(0, 2, 1, 3).reshape(self.layers, B, -1)
+
+
+class Decoder(nn.Module):
+    """One step: the previous token and state -> next-token logits, the new state, the attention."""
+
+    def __init__(self, params: Seq2SeqParams, vocab_size: int, pad_id: int):
+        super().__init__()
+        p = params
+        self.embed = nn.Embedding(vocab_size, p.embedding, padding_idx=pad_id)
+        self.attention = Attention(p.attention, p.hidden) if p.attention != "none" else None
+        context = p.hidden if self.attention is not None else 0
+        self.rnn = CELLS[p.cell](p.embedding + context, p.hidden, p.layers, batch_first=True,
+                                 dropout=p.dropout if p.layers > 1 else 0.0)
+        self.drop = nn.Dropout(p.dropout)
+        self.out = nn.Linear(p.hidden + context, vocab_size)
+
+    def step(self, previous: torch.Tensor, state, memory: Memory):
+        """previous: token ids (B,); state: (layers, B, H), a pair of them for an LSTM."""
+        e = self.drop(self.embed(previous))  # (B, E)
+        if self.attention is None:
+            inputs, c, weights = e, None, None
+        else:
+            s = (state[0] if isinstance(state, tuple) else state)[-1]  # s_{i-1}: the top layer's state (B, H)
+            c, weights = self.attention(s, memory)  # (B, H), (B, S)
+            inputs = torch.cat([e, c], dim=-1)  # (B, E + H)
+        output, state = self.rnn(inputs.unsqueeze(1), state)  # (B, 1, E[+H]) -> (B, 1, H)
+        s = output.squeeze(1)  # s_i (B, H)
+        features = s if self.attention is None else torch.cat([s, c], dim=-1)  # (B, H[+H])
+        return self.out(self.drop(features)), state, weights  # (B, V), state, (B, S) or None
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+class Seq2Seq(LightningModule):
+    """Encoder, decoder, and what a Lightning run does with them: teacher-forced training,
+    evaluation by the loss and by decoding (greedy in validation, the beam in testing)."""
+
+    def __init__(self, params: Seq2SeqParams, source_vocab_size: int, target_vocab_size: int, pad_id: int,
+                 bos_id: int, eos_id: int, source_tokens: list[str], target_tokens: list[str],
+                 char_targets: bool = True):
+        super().__init__()
+        self.params = params
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.source_tokens, self.target_tokens = source_tokens, target_tokens
+        # Character targets (generated tasks) are compared by characters, word targets (g2p:
+        # phonemes separated by spaces) by words.
+        self.char_targets = char_targets
+        self.encoder = Encoder(params, source_vocab_size, pad_id)
+        self.decoder = Decoder(params, target_vocab_size, pad_id)
+        # Keyword arguments of forward, for the kit and Lightning's summary: two sources of 5 and 3 tokens.
+        source = torch.arange(10).view(2, 5) % max(1, source_vocab_size - SPECIAL_TOKENS) + SPECIAL_TOKENS  # (B, S)
+        source[1, 3:] = pad_id
+        a, b = (SPECIAL_TOKENS + i % max(1, target_vocab_size - SPECIAL_TOKENS) for i in range(2))
+        target = torch.tensor([[bos_id, a, b, eos_id], [bos_id, b, eos_id, pad_id]])  # (B, T)
+        self.example_input_array = {"source": source, "source_lengths": torch.tensor([5, 3]), "target": target}
+        self.val_example: tuple[str, str, str] | None = None  # logged as text at each validation
+        self.test_records: list[dict] = []  # the reports' material: every test example, decoded
+        self.test_attention: list[dict] = []  # the attention of the first few test examples
+
+    # --- teacher-forced decoding (training, and the loss and token accuracy of evaluation) ------
+    def forward(self, source: torch.Tensor, source_lengths: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The teacher-forced logits (B, T-1, V) of target[:, 1:] given target[:, :-1]."""
+        return self.teacher_forced(source, source_lengths, target)[0]
+
+    def encode(self, source: torch.Tensor, source_lengths: torch.Tensor):
+        """The memory the decoder attends to, and the decoder's initial state."""
+        values, mask, state = self.encoder(source, source_lengths)
+        keys = self.decoder.attention.keys(values) if self.decoder.attention is not None else values
+        return Memory(values, keys, mask), state
+
+    def teacher_forced(self, source, source_lengths, target, ratio: float = 1.0):
+        """Logits (B, T-1, V) and attention (B, T-1, S) (None without attention), reading the true
+        previous token with probability `ratio`, else the decoder's own last prediction."""
+        memory, state = self.encode(source, source_lengths)
+        previous = target[:, 0]  # <bos> (B,)
+        logits, weights = [], []
+        for i in range(1, target.shape[1]):
+            step_logits, state, step_weights = self.decoder.step(previous, state, memory)
+            logits.append(step_logits)
+            weights.append(step_weights)
+            previous = target[:, i]
+            if ratio < 1.0:
+                truth = torch.rand(previous.shape, device=previous.device) < ratio  # (B,)
+                previous = torch.where(truth, previous, step_logits.detach().argmax(-1))
+        attention = torch.stack(weights, 1) if self.decoder.attention is not None else None
+        return torch.stack(logits, 1), attention  # (B, T-1, V), (B, T-1, S)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        gold = target[:, 1:]  # (B, T-1): predict the target from its previous tokens
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=self.pad_id,
+                               reduction=reduction)
+
+    def teacher_forcing_ratio(self) -> float:
+        """teacher_forcing, or on a straight line to teacher_forcing_final at the last epoch."""
+        p = self.params
+        trainer = self._trainer
+        if p.teacher_forcing_final is None or trainer is None:
+            return p.teacher_forcing
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            progress = self.current_epoch / (trainer.max_epochs - 1) if trainer.max_epochs > 1 else 1.0
+        elif trainer.max_steps is not None and trainer.max_steps > 0:  # trained for max_steps only
+            progress = self.global_step / max(1, trainer.max_steps - 1)
+        else:
+            return p.teacher_forcing
+        return p.teacher_forcing + (p.teacher_forcing_final - p.teacher_forcing) * min(1.0, progress)
+
+    def training_step(self, batch, batch_idx):
+        ratio = self.teacher_forcing_ratio()
+        logits, _ = self.teacher_forced(batch["source"], batch["source_lengths"], batch["target"], ratio)
+        loss = self._loss(logits, batch["target"])
+        size = batch["source"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    # --- decoding ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def greedy(self, source: torch.Tensor, source_lengths: torch.Tensor) -> decoding.Decoded:
+        """The most likely next token at each step, until <eos>: token ids (B, L) and attention (B, L, S)."""
+        return decoding.greedy(self, source, source_lengths, self.params.max_decode_length)
+
+    @torch.no_grad()
+    def beam_search(self, source: torch.Tensor, source_lengths: torch.Tensor, beam_width: int | None = None,
+                    length_penalty: float | None = None) -> decoding.Decoded:
+        """The best of `beam_width` hypotheses per sequence, by log-probability over GNMT's length penalty."""
+        width = self.params.beam_width if beam_width is None else beam_width
+        alpha = self.params.length_penalty if length_penalty is None else length_penalty
+        return decoding.beam_search(self, source, source_lengths, width, alpha, self.params.max_decode_length)
+
+    @torch.no_grad()
+    def log_probability(self, source: torch.Tensor, source_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """log p(tokens | source) of decoded outputs (B, L): <eos> included, <pad> after it not. (B,)"""
+        bos = torch.full_like(tokens[:, :1], self.bos_id)
+        target = torch.cat([bos, tokens], dim=1)  # (B, 1 + L)
+        logits, _ = self.teacher_forced(source, source_lengths, target)
+        return -self._loss(logits, target, reduction="none").view(tokens.shape).sum(-1)
+
+    def target_pieces(self, ids) -> list[str]:
+        """The target tokens of decoded ids, up to <eos>."""
+        pieces = []
+        for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
+            if i == self.eos_id:
+                break
+            if i not in (self.pad_id, self.bos_id):
+                pieces.append(self.target_tokens[i])
+        return pieces
+
+    def target_text(self, pieces: list[str]) -> str:
+        return ("" if self.char_targets else " ").join(pieces)
+
+    def reference_pieces(self, text: str) -> list[str]:
+        return list(text) if self.char_targets else text.split()
+
+    # --- evaluation: summed over the split, logged once at its end (as seq.rnn_lm does) -----
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def validation_step(self, batch, batch_idx):
+        decoded = self.greedy(batch["source"], batch["source_lengths"])  # fast; the test uses the beam
+        self._evaluate(batch, decoded)
+        if batch_idx == 0:
+            self.val_example = (batch["source_text"][0], batch["target_text"][0], self.eval_predictions[0])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+        if not self.trainer.sanity_checking and self.val_example is not None:
+            source, reference, prediction = self.val_example
+            log_text(self, "decoded", f"source:     {source}\nreference:  {reference}\nprediction: {prediction}\n")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+        self.test_records, self.test_attention = [], []
+
+    def test_step(self, batch, batch_idx):
+        source, lengths = batch["source"], batch["source_lengths"]
+        decoded = self.greedy(source, lengths) if self.params.beam_width == 1 else self.beam_search(source, lengths)
+        start = len(self.eval_predictions)
+        self._evaluate(batch, decoded)
+        for row, (text, reference) in enumerate(zip(batch["source_text"], batch["target_text"])):
+            prediction = self.eval_predictions[start + row]
+            self.test_records.append({"source": text, "reference": reference, "prediction": prediction,
+                                      "correct": prediction == reference})
+            if decoded.attention is not None and len(self.test_attention) < 4:
+                pieces = self.target_pieces(decoded.tokens[row])
+                inputs = [self.source_tokens[i] for i in source[row, :int(lengths[row])].tolist()]
+                outputs = [*pieces, "<eos>"][:decoded.tokens.shape[1]]
+                weights = decoded.attention[row, :len(outputs), :len(inputs)].float().cpu()
+                self.test_attention.append({"inputs": inputs, "outputs": outputs, "weights": weights,
+                                            "reference": reference})
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    def _start_evaluation(self) -> None:
+        self.eval_loss, self.eval_tokens, self.eval_correct = 0.0, 0, 0
+        self.eval_predictions: list[str] = []
+        self.eval_pieces: list[tuple[list[str], list[str]]] = []  # (predicted, reference) tokens
+
+    @torch.no_grad()
+    def _evaluate(self, batch, decoded: decoding.Decoded) -> None:
+        logits = self(batch["source"], batch["source_lengths"], batch["target"])  # (B, T-1, V)
+        gold = batch["target"][:, 1:]
+        real = gold != self.pad_id
+        self.eval_loss += float(self._loss(logits, batch["target"], reduction="sum"))
+        self.eval_tokens += int(real.sum())
+        self.eval_correct += int(((logits.argmax(-1) == gold) & real).sum())
+        for row, reference in enumerate(batch["target_text"]):
+            pieces = self.target_pieces(decoded.tokens[row])
+            self.eval_predictions.append(self.target_text(pieces))
+            self.eval_pieces.append((pieces, self.reference_pieces(reference)))
+
+    def _log_evaluation(self, stage: str) -> None:
+        from torchmetrics.text import BLEUScore, CharErrorRate, WordErrorRate
+
+        pairs = self.eval_pieces
+        if not pairs:
+            return
+        predicted = [_words(p) for p, _ in pairs]
+        references = [_words(r) for _, r in pairs]
+        exact = sum(p == r for p, r in pairs) / len(pairs)
+        metrics = {f"{stage}/loss": self.eval_loss / max(1, self.eval_tokens),
+                   f"{stage}/token_accuracy": self.eval_correct / max(1, self.eval_tokens),
+                   f"{stage}/exact_match": exact,
+                   f"{stage}/bleu": float(BLEUScore()(predicted, [[r] for r in references]))}
+        if self.char_targets:
+            metrics[f"{stage}/cer"] = float(CharErrorRate()([self.target_text(p) for p, _ in pairs],
+                                                           ["".join(r) for _, r in pairs]))
+        else:
+            # Phoneme error rate: edits per reference phoneme; word error rate, as G2P papers count
+            # it (Yao & Zweig 2015): the share of words with any phoneme wrong.
+            metrics[f"{stage}/per"] = float(WordErrorRate()(predicted, references))
+            metrics[f"{stage}/wer"] = 1.0 - exact
+        self.log_dict(metrics, sync_dist=True)
+
+
+def _words(pieces: list[str]) -> str:
+    """Tokens as one space-separated string (a space token made visible), as BLEU and WER read them."""
+    return " ".join(piece if piece.strip() else "\u2581" for piece in pieces)
