@@ -19,6 +19,17 @@ TEST_PLUGINS = ("example_plugin", "broken_plugin")
 CONTRACT_PLUGINS = ("gan_plugin", "lm_plugin", "vae_plugin")
 
 
+@pytest.fixture
+def one_thread():
+    """Small batches on CPU: intra-op threads only contend (badly, beside other pytest workers)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Each test runs in its own folder (so sqlite:///mlflow.db lands there), with all plugins."""

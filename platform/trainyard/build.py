@@ -114,7 +114,7 @@ def _prepare_model(experiment: Experiment, built: Built, workdir: Path | None) -
     declared = model.registered.component.optimizers
     try:
         optim.attach_optimizers(built.model, spec.optimizer, spec.schedule, max(1, spec.trainer.epoch_limit), declared,
-                                step_schedules=spec.trainer.max_steps is not None)
+                                max_steps=spec.trainer.max_steps)
     except optim.NothingToTrain as error:
         raise SpecError([Problem("model.freeze", _first_line(error))]) from None
     except ValueError as error:

@@ -86,13 +86,14 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
 
 def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec | Mapping[str, OptimizerSpec],
                       schedule: ScheduleSpec | Mapping[str, ScheduleSpec], max_epochs: int,
-                      declared: Optimizers = None, step_schedules: bool = False) -> bool:
+                      declared: Optimizers = None, max_steps: int | None = None) -> bool:
     """Give `module` a configure_optimizers built from the spec, as its declaration says
     (see trainyard.components.Optimizers); False when the module builds its own.
 
     With named optimizers, Lightning receives one {"optimizer", "lr_scheduler"} entry per name,
     in the declared order: `self.optimizers()` and `self.lr_schedulers()` follow that order.
-    `step_schedules`: the run is bounded by trainer.max_steps, so cosine anneals over steps.
+    `max_steps`: trainer.max_steps, when it bounds the run: cosine then anneals over steps, no
+    more of them than that (training batches under manual optimization, see BatchBudget).
     """
     defines_own = type(module).configure_optimizers is not LightningModule.configure_optimizers
     if declared == OWN:
@@ -117,7 +118,8 @@ def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec | Mappin
         raise NothingToTrain("every parameter is frozen: nothing to train (check model.freeze)")
 
     def configure_optimizers(self: LightningModule):
-        total_steps = int(min(self.trainer.estimated_stepping_batches, _step_budget(self.trainer)))
+        total_steps = int(min(self.trainer.estimated_stepping_batches, max_steps or float("inf")))
+        step_schedules = max_steps is not None
         if not names:
             opt = build_optimizer(optimizer, self.parameters())
             scheduler = build_scheduler(schedule, opt, max_epochs, total_steps, optimizer.lr, step_schedules)
@@ -141,11 +143,6 @@ def _schedule_of(schedule: ScheduleSpec | Mapping[str, ScheduleSpec], name: str)
     return schedule.get(name) if isinstance(schedule, Mapping) else schedule
 
 
-def _step_budget(trainer) -> float:
-    budget = getattr(trainer, "trainyard_batch_budget", None)  # set by BatchBudget (manual optimization)
-    return float(budget) if budget else float("inf")
-
-
 class BatchBudget(Callback):
     """trainer.max_steps for a module under manual optimization, counted in training batches.
 
@@ -158,9 +155,6 @@ class BatchBudget(Callback):
     def __init__(self, max_batches: int):
         self.max_batches = max_batches
         self.batches = 0
-
-    def setup(self, trainer, module, stage: str) -> None:
-        trainer.trainyard_batch_budget = self.max_batches
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.batches += 1

@@ -22,13 +22,13 @@ from pytorch_lightning.loggers import Logger
 
 from trainyard.spec import OptimizerSpec
 from trainyard.sweep.child_run import ChildRun
+from trainyard.sweep.space import STEP_KEY
 from trainyard.tracking import metric_step
 
 STATE_FILE = "state.ckpt"  # the full training state, for trainer.fit(ckpt_path=...)
 BEST_FOLDER = "checkpoints"  # the files of Lightning's ModelCheckpoint, under their own names
 RUN_ID_KEY = "trainyard_run_id"  # travels in Tune results so the driver can find the child run
 EPOCH_KEY = "trainyard_epoch"
-STEP_KEY = "trainyard_step"  # steps so far, as trainer.max_steps counts them: `scheduler.unit: steps`
 FINAL_KEY = "trainyard_final"  # the trial's last report, sent after testing: it ended on its own
 
 # report(metrics, checkpoint_dir or None): tune.report in a trial actor, ray.train.report in a

@@ -18,9 +18,8 @@ from trainyard.spec import Domain, ExperimentSpec, SweepSpec
 # Tune receives a report at every validation; schedulers count those reports, or the training
 # steps (batches) each report carries (sweep.scheduler.unit: steps).
 TIME_ATTR = "training_iteration"
-# reporting.STEP_KEY: steps as trainer.max_steps counts them (reporting.py imports Lightning; this
-# module must not, as the driver reads it before any trial runs).
-TIME_ATTRS = {"validations": TIME_ATTR, "steps": "trainyard_step"}
+STEP_KEY = "trainyard_step"  # steps so far, as trainer.max_steps counts them: `scheduler.unit: steps`
+TIME_ATTRS = {"validations": TIME_ATTR, "steps": STEP_KEY}
 
 
 def default_max_t(spec: ExperimentSpec) -> int | None:

@@ -59,15 +59,6 @@ def train_and_test(seed: int, root) -> tuple[float, dict[str, float], float]:
     return before, metrics, time.perf_counter() - started
 
 
-@pytest.fixture
-def one_thread():
-    """Small-batch RL on CPU: intra-op threads only contend (badly, beside other pytest workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_dqn_learns_cartpole(tmp_path, one_thread):
     before, metrics, _ = train_and_test(SEED, tmp_path)

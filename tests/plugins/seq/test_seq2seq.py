@@ -42,15 +42,6 @@ def write(folder: Path, seed: int = 0, attention: str = "additive", epochs: int 
     return path
 
 
-@pytest.fixture
-def one_thread():
-    """Small batches on CPU: intra-op threads only contend (badly, beside other pytest workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trained_a_little(folder: Path, steps: int = 40):
     """A model trained for a few dozen steps (far from perfect, so that decoding has choices to
     make), and its validation batches."""
