@@ -171,7 +171,8 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
             save_top_k=t.checkpoint.save_top_k, save_last=t.checkpoint.save_last))
     if t.early_stopping is not None:
         e = t.early_stopping
-        all_callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, min_delta=e.min_delta))
+        all_callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, min_delta=e.min_delta,
+                                           stopping_threshold=e.stopping_threshold))
     schedules = spec.schedule.values() if isinstance(spec.schedule, dict) else [spec.schedule]
     if experiment.optimizers != OWN and any(s.name != "none" or s.warmup_epochs for s in schedules):
         all_callbacks.append(LearningRateMonitor(logging_interval="epoch"))

@@ -155,6 +155,8 @@ class EarlyStoppingSpec(Section):
     mode: Literal["min", "max"] = Field("min", description="Whether the metric should fall or rise.")
     patience: int = Field(5, ge=0, description="Validation checks without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+    stopping_threshold: float | None = Field(None, description="Stop as soon as the metric reaches this value "
+                                                               "(null: only when it stops improving).")
 
 
 class CheckpointSpec(Section):

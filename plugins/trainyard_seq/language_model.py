@@ -26,7 +26,8 @@ from pytorch_lightning import LightningModule
 from trainyard import Params
 from trainyard.media import log_text
 
-CELLS = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+from trainyard_seq.cells import FORGET_BIAS_HELP, recurrent_layer
+
 
 
 class RNNLMParams(Params):
@@ -35,6 +36,7 @@ class RNNLMParams(Params):
     hidden: int = Field(256, ge=1, description="Size of the hidden state of each layer.")
     layers: int = Field(2, ge=1, description="Stacked recurrent layers.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, between layers and on the output.")
+    forget_bias: float = Field(1.0, description=FORGET_BIAS_HELP)
     tie_weights: bool = Field(False, description="Share the embedding and output weights (needs embedding == hidden).")
     clip: float | None = Field(0.25, gt=0, description="Clip the gradient norm at this value when the spec's "
                                                        "trainer.gradient_clip_val is not set (null: never).")
@@ -55,8 +57,8 @@ class RNNLanguageModel(LightningModule):
         self.params = params
         self.tokens, self.tokenizer = tokens, tokenizer
         self.embed = torch.nn.Embedding(vocab_size, params.embedding)
-        self.rnn = CELLS[params.cell](params.embedding, params.hidden, params.layers, batch_first=True,
-                                      dropout=params.dropout if params.layers > 1 else 0.0)
+        self.rnn = recurrent_layer(params.cell, params.embedding, params.hidden, params.layers, params.dropout,
+                                   params.forget_bias)
         self.drop = torch.nn.Dropout(params.dropout)
         self.head = torch.nn.Linear(params.hidden, vocab_size)
         if params.tie_weights:

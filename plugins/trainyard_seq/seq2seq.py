@@ -4,7 +4,7 @@ The course notes' encoder-decoder (Sutskever, Vinyals & Le 2014) with attention,
 the input elements that matter (Bahdanau, Cho & Bengio 2015; Luong, Pham & Manning 2015), in the
 shape of PyTorch's seq2seq-with-attention tutorial:
 
-    encoder   source ids --embedding--> LSTM/GRU (packed, optionally bidirectional) --> h_1 .. h_S
+    encoder   source ids --embedding--> RNN/LSTM/GRU (packed, optionally bidirectional) --> h_1 .. h_S
     bridge    the encoder's final states --linear--> the decoder's initial state s_0
     decoder   for i = 1, 2, ...:  y_{i-1} --embedding--> e_i
                                   a_ij = softmax_j(score(s_{i-1}, h_j))  (padding: a_ij = 0)
@@ -38,13 +38,14 @@ from trainyard import Params
 from trainyard.media import log_text
 
 from trainyard_seq import decoding
+from trainyard_seq.cells import FORGET_BIAS_HELP, recurrent_layer
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 SPECIAL_TOKENS = 4  # <pad> <unk> <bos> <eos>: the text plugin's tokenizers put them first
 
 
 class Seq2SeqParams(Params):
-    cell: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell of the encoder and the decoder.")
+    cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="Recurrent cell of the encoder and the decoder: "
+                                                                   "rnn (a vanilla tanh RNN), lstm or gru.")
     embedding: int = Field(64, ge=1, description="Size of the source and target token embeddings.")
     hidden: int = Field(128, ge=1, description="Size of the hidden state of each layer (encoder and decoder).")
     layers: int = Field(1, ge=1, description="Stacked recurrent layers, in the encoder and in the decoder.")
@@ -54,6 +55,7 @@ class Seq2SeqParams(Params):
         "additive", description="none (Sutskever et al. 2014), additive (Bahdanau et al. 2015), or Luong et al.'s "
                                 "(2015) multiplicative dot or general scores.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on embeddings, between layers and before the output.")
+    forget_bias: float = Field(1.0, description=FORGET_BIAS_HELP)
     teacher_forcing: float = Field(1.0, ge=0, le=1, description="Probability that the decoder reads the true previous "
                                                                 "token while training (else its own prediction).")
     teacher_forcing_final: float | None = Field(
@@ -147,8 +149,7 @@ class Encoder(nn.Module):
         directions = 2 if p.bidirectional else 1
         self.cell, self.layers, self.directions = p.cell, p.layers, directions
         self.embed = nn.Embedding(vocab_size, p.embedding, padding_idx=pad_id)
-        self.rnn = CELLS[p.cell](p.embedding, p.hidden, p.layers, batch_first=True, bidirectional=p.bidirectional,
-                                 dropout=p.dropout if p.layers > 1 else 0.0)
+        self.rnn = recurrent_layer(p.cell, p.embedding, p.hidden, p.layers, p.dropout, p.forget_bias, p.bidirectional)
         self.drop = nn.Dropout(p.dropout)
         # Bahdanau's annotation h_j = [forward h_j; backward h_j], mapped back to H so that every
         # score (dot included) compares vectors of the decoder's size.
@@ -187,8 +188,7 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, p.embedding, padding_idx=pad_id)
         self.attention = Attention(p.attention, p.hidden) if p.attention != "none" else None
         context = p.hidden if self.attention is not None else 0
-        self.rnn = CELLS[p.cell](p.embedding + context, p.hidden, p.layers, batch_first=True,
-                                 dropout=p.dropout if p.layers > 1 else 0.0)
+        self.rnn = recurrent_layer(p.cell, p.embedding + context, p.hidden, p.layers, p.dropout, p.forget_bias)
         self.drop = nn.Dropout(p.dropout)
         self.out = nn.Linear(p.hidden + context, vocab_size)
 

@@ -4,7 +4,8 @@ and transformer families), registered as any third-party plugin is.
 - text.corpus: a corpus (Python's own documentation, offline, or your UTF-8 files) as
   consecutive token windows for language models; character, word or BPE tokens;
 - text.pairs:  (source, target) pairs for sequence-to-sequence models: generated tasks (copy,
-  reverse, sort, addition, date normalisation) with separate train and test lengths, or
+  reverse, sort, addition, date normalisation, long-lag recall) with separate train and test
+  lengths, or
   grapheme-to-phoneme on the CMU Pronouncing Dictionary.
 
 Both give models their sizes through `facts()` (vocabulary sizes, special-token ids, the longest

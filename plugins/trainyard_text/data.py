@@ -164,10 +164,11 @@ def _source_tag(source: str) -> str:
 
 
 class PairsParams(Params):
-    task: Literal["copy", "reverse", "sort", "addition", "dates", "g2p"] = Field(
+    task: Literal["copy", "reverse", "sort", "addition", "dates", "recall", "g2p"] = Field(
         "reverse", description="A generated task, or g2p: grapheme-to-phoneme on the CMU Pronouncing Dictionary.")
     train_lengths: tuple[int, int] = Field((5, 20), description="Shortest and longest source of the training "
-                                                                "(and validation) pairs, for generated tasks.")
+                                                                "(and validation) pairs, for generated tasks "
+                                                                "(addition: digits per operand; recall: the lag).")
     test_lengths: tuple[int, int] | None = Field(None, description="Lengths of the test pairs (default: the "
                                                                    "training lengths): longer ones measure length "
                                                                    "generalisation.")
@@ -257,6 +258,8 @@ class Pairs(LightningDataModule):
             return 2 * max(high for _, high in lengths) + 1
         if self.params.task == "dates":
             return max(len(source) for split in self.pairs().values() for source, _ in split)
+        if self.params.task == "recall":
+            return 1 + max(high for _, high in lengths)  # the token to recall, then the lag
         return max(high for _, high in lengths)
 
     def write_artifacts(self, directory: Path) -> None:

@@ -5,8 +5,10 @@
 - sort      "qwerty"        -> "eqrtwy"
 - addition  "407+38"        -> "445"
 - dates     "3 March 2021", "03/03/21", "Wednesday, March 3rd 2021", ... -> "2021-03-03"
+- recall    "c" + 50 distractors "qzkw...mr"  -> "c"   (Hochreiter & Schmidhuber 1997's long time lag)
 
-`lengths` is the range of source lengths (addition: of each operand's digits), so training on
+`lengths` is the range of source lengths (addition: of each operand's digits; recall: of the
+lag, the distractors between the token to recall and the end of the source), so training on
 one range and testing on another measures length generalisation; `exclude` keeps a test set's
 sources out of the training set. The same arguments always give the same pairs.
 """
@@ -18,9 +20,11 @@ import string
 from collections.abc import Callable, Collection
 from datetime import date
 
-TASKS = ("copy", "reverse", "sort", "addition", "dates")
+TASKS = ("copy", "reverse", "sort", "addition", "dates", "recall")
 
 ALPHABET = string.ascii_lowercase
+# recall: the token to remember is one of 8 (chance: 1/8); the distractors never are.
+RECALL_TOKENS, DISTRACTORS = ALPHABET[:8], ALPHABET[8:]
 
 # How many draws per requested pair before concluding that the space has run out.
 _ATTEMPTS_PER_PAIR = 20
@@ -69,6 +73,8 @@ def _space_size(task: str, lo: int, hi: int) -> int:
     if task == "addition":
         numbers = sum(10 if digits == 1 else 9 * 10 ** (digits - 1) for digits in range(lo, hi + 1))
         return numbers * numbers
+    if task == "recall":
+        return sum(len(RECALL_TOKENS) * len(DISTRACTORS) ** lag for lag in range(lo, hi + 1))
     return sum(len(ALPHABET) ** length for length in range(lo, hi + 1))
 
 
@@ -99,6 +105,13 @@ def _number(rng: random.Random, digits: int) -> int:
 def _addition(rng: random.Random, lo: int, hi: int) -> tuple[str, str]:
     a, b = _number(rng, rng.randint(lo, hi)), _number(rng, rng.randint(lo, hi))
     return f"{a}+{b}", str(a + b)
+
+
+def _recall(rng: random.Random, lo: int, hi: int) -> tuple[str, str]:
+    """The first token, followed by `lag` distractors: only a memory that lasts `lag` steps
+    (the vanishing gradient's lesson) can say at the end what the first token was."""
+    token = rng.choice(RECALL_TOKENS)
+    return token + "".join(rng.choices(DISTRACTORS, k=rng.randint(lo, hi))), token
 
 
 # --- dates -------------------------------------------------------------------------------------
@@ -149,4 +162,5 @@ def _dates(rng: random.Random, lo: int, hi: int) -> tuple[str, str]:
 
 _DRAWS: dict[str, Callable[[random.Random, int, int], tuple[str, str]]] = {
     "copy": _copy, "reverse": _reverse, "sort": _sort, "addition": _addition, "dates": _dates,
+    "recall": _recall,
 }
