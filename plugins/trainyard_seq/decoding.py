@@ -14,7 +14,9 @@ or <bos>: they are no output's tokens.
   the beam with its score (it continues with <pad> at no cost). At the end, the hypothesis with
   the best log p(y|x) / lp(y) is chosen, lp being GNMT's length penalty (Wu et al. 2016):
   lp(y) = ((5 + |y|) / 6)^alpha, which stops short outputs from winning only by being short.
-  With K = 1 it is greedy search, exactly.
+  A sequence stops as soon as no unfinished hypothesis can overtake its best finished one, so
+  one unlikely hypothesis does not keep the whole batch decoding. With K = 1 it is greedy
+  search, exactly.
 """
 
 from __future__ import annotations
@@ -55,18 +57,21 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
     B, K = source.shape[0], beam_width
     device = source.device
     memory, state = model.encode(source, source_lengths)
-    # K copies of every sequence: row b*K + k is hypothesis k of sequence b. The rows of one
-    # sequence share its memory, so only the decoder state follows the hypotheses around.
-    copies = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
-    memory, state = memory.select(copies), _select(state, copies)
+    # K copies of every sequence: row b*K + k is hypothesis k of sequence b. A hypothesis only
+    # ever extends one of its own sequence, so the memory (one per sequence: the attention reads
+    # it for all K at once) never moves; the decoder state follows the hypotheses around.
+    state = _select(state, torch.arange(B, device=device).repeat_interleave(K))  # (layers, B*K, H)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the K copies start alike: expand only the first
     previous = torch.full((B * K,), model.bos_id, dtype=torch.long, device=device)
     finished = torch.zeros(B * K, dtype=torch.bool, device=device)
     lengths = torch.zeros(B * K, dtype=torch.long, device=device)  # tokens up to <eos>, included
-    tokens = torch.empty(B * K, 0, dtype=torch.long, device=device)  # (B*K, t)
-    weights = None  # (B*K, t, S)
+    # Each step's tokens, attention and back-pointers (the row each survivor extends); the
+    # outputs are read backwards from them at the end, instead of copying every hypothesis's
+    # whole history at every step.
+    chosen_tokens, chosen_weights, back = [], [], []
     first_rows = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1)
+    best_possible = ((5.0 + max_length) / 6.0) ** length_penalty  # the largest lp(y) any output can have
     for _ in range(max_length):
         logits, state, step_weights = model.decoder.step(previous, state, memory)
         log_probs = _log_probs(logits, model)  # (B*K, V)
@@ -80,22 +85,37 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
         scores, best = candidates.topk(K, dim=-1)  # (B, K)
         parents = (first_rows + best // top.shape[-1]).view(-1)  # (B*K,): the row each survivor extends
         chosen = top_tokens.view(B, -1).gather(1, best).view(-1)  # (B*K,)
-        tokens = torch.cat([tokens[parents], chosen.unsqueeze(1)], dim=1)  # (B*K, t+1)
-        if step_weights is not None:
-            step_weights = step_weights[parents].unsqueeze(1)  # (B*K, 1, S)
-            weights = step_weights if weights is None else torch.cat([weights[parents], step_weights], dim=1)
+        chosen_tokens.append(chosen)
+        chosen_weights.append(step_weights[parents] if step_weights is not None else None)
+        back.append(parents)
         state = _select(state, parents)
         lengths = lengths[parents] + (~finished[parents]).long()
         finished = finished[parents] | (chosen == model.eos_id)
         previous = chosen
+        # A sequence is decided when its best finished output already scores at least what any
+        # unfinished one could reach: log-probabilities only fall, and lp(y) is at most
+        # best_possible. Its unfinished hypotheses are dropped; the beam stops when all are decided.
+        penalty = ((5.0 + lengths.float()) / 6.0) ** length_penalty  # GNMT's lp(y), (B*K,)
+        final = torch.where(finished, scores.view(-1) / penalty, float("-inf")).view(B, K)
+        reachable = torch.where(finished, float("-inf"), scores.view(-1) / best_possible).view(B, K)
+        decided = final.max(-1).values >= reachable.max(-1).values  # (B,)
+        dropped = decided.repeat_interleave(K) & ~finished
+        if dropped.any():
+            scores = scores.masked_fill(dropped.view(B, K), float("-inf"))
+            finished = finished | dropped
         if finished.all():
             break
-    penalty = ((5.0 + lengths.float()) / 6.0) ** length_penalty  # GNMT's lp(y), (B*K,)
+    penalty = ((5.0 + lengths.float()) / 6.0) ** length_penalty
     choice = (scores.view(-1) / penalty).view(B, K).argmax(-1)  # (B,)
     rows = first_rows.squeeze(1) + choice
-    tokens = tokens[rows]  # (B, L)
-    attention = weights[rows] if weights is not None else None
-    return Decoded(tokens, _masked(attention, tokens, model.pad_id))
+    # Follow the back-pointers from the chosen rows to the first step.
+    tokens, weights = [], []
+    for chosen, step_weights, parents in zip(reversed(chosen_tokens), reversed(chosen_weights), reversed(back)):
+        tokens.append(chosen[rows])
+        weights.append(step_weights[rows] if step_weights is not None else None)
+        rows = parents[rows]
+    tokens = torch.stack(tokens[::-1], 1)  # (B, L)
+    return Decoded(tokens, _attention(weights[::-1], tokens, model.pad_id))
 
 
 def _log_probs(logits: torch.Tensor, model) -> torch.Tensor:

@@ -55,7 +55,7 @@ def attention_png(model: Seq2Seq, path: Path) -> Path:
         ax.set_ylabel("output")
         prediction = model.target_text(example["outputs"][:-1] if example["outputs"][-1:] == ["<eos>"]
                                        else example["outputs"])
-        mark = "" if prediction == example["reference"] else f"\nreference: {example['reference']}"
+        mark = "" if prediction in example["references"] else f"\nreference: {' | '.join(example['references'])}"
         ax.set_title(f"{''.join(example['inputs'])} -> {prediction}{mark}", fontsize=8)
         figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     figure.suptitle(f"Attention ({model.params.attention}) over the input, per output token")

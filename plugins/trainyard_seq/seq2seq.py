@@ -74,15 +74,12 @@ class Seq2SeqParams(Params):
 class Memory:
     """What the decoder attends to: the encoder's outputs h_j (values), what the score compares
     the decoder state with (keys: h_j, or its projection, computed once per source rather than at
-    every step), and which source positions are real tokens (mask)."""
+    every step), and which source positions are real tokens (mask). One per source sequence,
+    even when beam search follows several hypotheses of it."""
 
     values: torch.Tensor  # (B, S, H)
     keys: torch.Tensor  # (B, S, H)
     mask: torch.Tensor  # (B, S) bool, True at real tokens
-
-    def select(self, rows: torch.Tensor) -> Memory:
-        """The memory of these batch rows (beam search follows its hypotheses with it)."""
-        return Memory(self.values[rows], self.keys[rows], self.mask[rows])
 
 
 class Attention(nn.Module):
@@ -116,25 +113,30 @@ class Attention(nn.Module):
             return self.W_a(values)  # (B, S, H)
         return values
 
+    # Each score takes the queries of K hypotheses per source (K = 1 but in beam search) as
+    # (B, K, H): the K hypotheses of a source share its keys, read once rather than K times.
     def bahdanau_additive(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         # v^T tanh(W s + U h_j), U h_j being the keys
-        return self.v(torch.tanh(self.W(query).unsqueeze(1) + keys)).squeeze(-1)  # (B, 1, H) + (B, S, H) -> (B, S)
+        hidden = torch.tanh(self.W(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, K, 1, H) + (B, 1, S, H)
+        return self.v(hidden).squeeze(-1)  # (B, K, S)
 
     def luong_dot(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         # s^T h_j for every j at once
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S, H) @ (B, H, 1) -> (B, S)
+        return torch.bmm(query, keys.transpose(1, 2))  # (B, K, H) @ (B, H, S) -> (B, K, S)
 
     def luong_general(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         # s^T W_a h_j = s^T (W_a h_j), W_a h_j being the keys
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
+        return torch.bmm(query, keys.transpose(1, 2))  # (B, K, S)
 
     def forward(self, query: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
-        """query: the decoder state s (B, H). Returns the context c (B, H) and the weights a (B, S)."""
-        scores = self.score(query, memory.keys)  # (B, S)
-        scores = scores.masked_fill(~memory.mask, float("-inf"))  # exp(-inf) = 0: padding gets no weight
-        weights = torch.softmax(scores, dim=-1)  # (B, S), each row sums to 1
-        context = torch.bmm(weights.unsqueeze(1), memory.values).squeeze(1)  # (B, 1, S) @ (B, S, H) -> (B, H)
-        return context, weights
+        """query: the decoder states s (B*K, H), K hypotheses per source, those of source b in
+        rows b*K .. b*K + K-1. Returns the contexts c (B*K, H) and the weights a (B*K, S)."""
+        B, S, H = memory.values.shape
+        scores = self.score(query.view(B, -1, H), memory.keys)  # (B, K, S)
+        scores = scores.masked_fill(~memory.mask.unsqueeze(1), float("-inf"))  # exp(-inf) = 0: padding gets no weight
+        weights = torch.softmax(scores, dim=-1)  # (B, K, S), each row sums to 1
+        context = torch.bmm(weights, memory.values)  # (B, K, S) @ (B, S, H) -> (B, K, H)
+        return context.view(-1, H), weights.view(-1, S)
 
 
 # --- encoder and decoder -----------------------------------------------------------------------
@@ -355,17 +357,18 @@ class Seq2Seq(LightningModule):
         decoded = self.greedy(source, lengths) if self.params.beam_width == 1 else self.beam_search(source, lengths)
         start = len(self.eval_predictions)
         self._evaluate(batch, decoded)
-        for row, (text, reference) in enumerate(zip(batch["source_text"], batch["target_text"])):
+        for row, text in enumerate(batch["source_text"]):
             prediction = self.eval_predictions[start + row]
-            self.test_records.append({"source": text, "reference": reference, "prediction": prediction,
-                                      "correct": prediction == reference})
+            references = batch["references"][row] if "references" in batch else [batch["target_text"][row]]
+            self.test_records.append({"source": text, "reference": " | ".join(references), "prediction": prediction,
+                                      "correct": prediction in references})
             if decoded.attention is not None and len(self.test_attention) < 4:
                 pieces = self.target_pieces(decoded.tokens[row])
                 inputs = [self.source_tokens[i] for i in source[row, :int(lengths[row])].tolist()]
                 outputs = [*pieces, "<eos>"][:decoded.tokens.shape[1]]
                 weights = decoded.attention[row, :len(outputs), :len(inputs)].float().cpu()
                 self.test_attention.append({"inputs": inputs, "outputs": outputs, "weights": weights,
-                                            "reference": reference})
+                                            "references": references})
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
@@ -383,10 +386,20 @@ class Seq2Seq(LightningModule):
         self.eval_loss += float(self._loss(logits, batch["target"], reduction="sum"))
         self.eval_tokens += int(real.sum())
         self.eval_correct += int(((logits.argmax(-1) == gold) & real).sum())
-        for row, reference in enumerate(batch["target_text"]):
+        for row, references in enumerate(batch.get("references") or [[t] for t in batch["target_text"]]):
             pieces = self.target_pieces(decoded.tokens[row])
             self.eval_predictions.append(self.target_text(pieces))
-            self.eval_pieces.append((pieces, self.reference_pieces(reference)))
+            self.eval_pieces.append((pieces, self._closest_reference(pieces, references)))
+
+    def _closest_reference(self, pieces: list[str], references: list[str]) -> list[str]:
+        """The reference a prediction is scored against: the one it matches, else the one it is
+        fewest edits from (G2P's convention when a word has several pronunciations)."""
+        candidates = [self.reference_pieces(r) for r in references]
+        if len(candidates) == 1 or pieces in candidates:
+            return pieces if pieces in candidates else candidates[0]
+        from torchmetrics.functional.text import word_error_rate
+
+        return min(candidates, key=lambda r: float(word_error_rate(_words(pieces), _words(r))) * len(r))
 
     def _log_evaluation(self, stage: str) -> None:
         from torchmetrics.text import BLEUScore, CharErrorRate, WordErrorRate

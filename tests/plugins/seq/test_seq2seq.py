@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers import EXPERIMENTS, subprocess_env, trainyard_command
 from trainyard.build import build, make_trainer
 from trainyard.cli import app
 from trainyard.run import run_experiment
@@ -191,6 +193,34 @@ def test_word_targets_get_phoneme_and_word_error_rates(monkeypatch):
     assert "test/cer" not in logged
 
 
+def test_a_word_with_several_pronunciations_is_right_in_any_of_them(monkeypatch):
+    """Scored as G2P papers score it: right when the output is any of the word's pronunciations,
+    and phoneme errors counted against the closest one."""
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    phonemes = [*specials, "IY", "AY", "DH", "ER", "T", "AH", "M", "EY", "AA", "OW"]
+    ids = {p: i for i, p in enumerate(phonemes)}
+    model = Seq2Seq(Seq2SeqParams(hidden=8, embedding=4), 12, len(phonemes), 0, 2, 3, [*specials, *"eithrmao"],
+                    phonemes, char_targets=False)
+
+    def item(word, references):
+        return {"source": [4] * len(word), "target": [2, *(ids[p] for p in references[0].split()), 3],
+                "source_text": word, "target_text": references[0], "references": references}
+
+    batch = collate_pairs([item("either", ["IY DH ER", "AY DH ER"]),
+                           item("tomato", ["T AH M EY T OW", "T AH M AA T OW"])])
+    said = ["AY DH ER", "T AH M AA T AH"]  # the second pronunciation; one phoneme off the second
+    tokens = [[ids[p] for p in text.split()] + [3] for text in said]
+    width = max(map(len, tokens))
+    decoded = type("Decoded", (), {"tokens": torch.tensor([t + [0] * (width - len(t)) for t in tokens])})
+    logged = {}
+    monkeypatch.setattr(model, "log_dict", lambda metrics, **_: logged.update(metrics))
+    model._start_evaluation()
+    model._evaluate(batch, decoded)
+    model._log_evaluation("test")
+    assert logged["test/exact_match"] == 0.5 and logged["test/wer"] == 0.5
+    assert logged["test/per"] == pytest.approx(1 / 9)  # 1 edit over 3 + 6 reference phonemes
+
+
 # --- runs ----------------------------------------------------------------------------------------
 
 
@@ -232,6 +262,27 @@ def test_a_run_records_metrics_tokenizers_samples_and_reports(tmp_path, attentio
     assert all(row["reference"] == row["source"][::-1] for row in rows)
     exact = sum(row["correct"] == "True" for row in rows) / len(rows)
     assert exact == pytest.approx(result.metrics["test/exact_match"])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_a_sweep_compares_attention_types_in_nested_child_runs(tmp_path):
+    """experiments/seq/attention_sweep.yaml, smaller: each attention type is a child run."""
+    spec = tmp_path / "attention_sweep.yaml"
+    spec.write_text((EXPERIMENTS / "seq" / "attention_sweep.yaml").read_text())
+    overrides = ["sweep.space.model.params.hidden={grid: [16]}", "data.params.train_size=128",
+                 "data.params.val_size=32", "data.params.test_size=32", "trainer.max_epochs=1"]
+    result = subprocess.run([*trainyard_command(), "sweep", str(spec), *(arg for o in overrides for arg in ("--set", o))],
+                            env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("seq-attention-sweep").experiment_id])
+    [parent] = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(run.data.params["model.params.attention"] for run in children) == ["additive", "dot", "general",
+                                                                                    "none"]
+    assert all(run.info.status == "FINISHED" and "val/exact_match" in run.data.metrics for run in children)
+    assert "best_trial/val/exact_match" in parent.data.metrics
 
 
 def test_beam_width_zero_is_bad_input():

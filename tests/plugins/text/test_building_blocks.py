@@ -243,6 +243,8 @@ def test_cmudict_pairs_filtering_and_stress(monkeypatch):
         "a.m.": [["EY2", "EH1", "M"]], "all-out": [["AO1", "L", "AW1", "T"]], "r2d2": [["AA1", "R"]]})
     assert corpora.cmudict_pairs(stress=True) == [("don't", "D OW1 N T"), ("hello", "HH AH0 L OW1")]
     assert corpora.cmudict_pairs() == [("don't", "D OW N T"), ("hello", "HH AH L OW")]
+    assert corpora.cmudict_pairs(variants=True) == [("don't", "D OW N T"), ("hello", "HH AH L OW"),
+                                                    ("hello", "HH EH L OW")]
 
 
 def test_split_is_seeded_disjoint_and_complete():
