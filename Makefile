@@ -9,7 +9,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate clean
+.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq clean
 
 install: $(INSTALLED)
 
@@ -37,6 +37,10 @@ benchmark-sweep: $(INSTALLED)
 
 benchmark-validate: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_validate_cache.py
+
+# The sequence family's speed ratios, then G2P on the full CMUdict (about an hour on 2 CPU cores).
+benchmark-seq: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_seq.py speed g2p
 
 # pymdptoolbox (the `bench` extra) is only needed here: it is compared with in the same process.
 benchmark-mdp: $(INSTALLED)

@@ -5,11 +5,13 @@
             search of width 5 against greedy decoding (time per sequence; target <= 3x)
     g2p     experiments/seq/g2p_cmudict.yaml on the full CMUdict: test word and phoneme error
             rates (target: WER <= 25%) and the time it took
+    tasks   date normalisation and reversal (trained on 5-20, tested on 20-30 letters), with
+            additive attention and without
     recall  the long-lag recall task over several seeds: LSTM against a vanilla RNN
     charlm  vanilla RNN, GRU and LSTM character models on Python's documentation at equal
             parameter counts: validation bits per character
 
-    .venv/bin/python benchmarks/bench_seq.py [speed] [g2p] [recall] [charlm] [--seeds 0 1 2] [--threads N]
+    .venv/bin/python benchmarks/bench_seq.py [speed] [g2p] [tasks] [recall] [charlm] [--seeds 0 1 2] [--threads N]
 
 With no section, speed and g2p run (`make benchmark-seq`). Runs are recorded in the spec's
 tracking store (sqlite:///mlflow.db by default), so they can be browsed in the MLflow UI.
@@ -164,7 +166,70 @@ def g2p(args) -> None:
           f"exact match {m['test/exact_match']:.1%}, {minutes:.1f} min  [run {result.run_id}]", flush=True)
 
 
-SECTIONS = {"speed": speed, "g2p": g2p}
+# --- tasks: date normalisation and reversal, with and without attention -------------------------
+
+
+def tasks(args) -> None:
+    for name in ("dates_attention", "reverse_attention"):
+        for attention in ("additive", "none"):
+            experiment = load_experiment(EXPERIMENTS / f"{name}.yaml", [
+                f"model.params.attention={attention}", "trainer.progress_bar=false",
+                "tracking.uri=sqlite:///" + str(Path(args.workdir) / "mlflow.db")])
+            started = time.perf_counter()
+            m = run_experiment(experiment, quiet=True).metrics
+            print(f"{name}.yaml attention {attention:8s}: test exact match {m['test/exact_match']:.3f}, "
+                  f"CER {m['test/cer']:.3f}, best val exact match {m['best/val/exact_match']:.3f}  "
+                  f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
+
+
+# --- recall: the vanishing gradient over seeds ----------------------------------------------------
+
+
+def recall(args) -> None:
+    """experiments/seq/recall_rnn_vs_lstm.yaml with each cell and seed (tests/plugins/seq/
+    test_long_lag_recall.py runs seed 0)."""
+    for cell in ("lstm", "rnn"):
+        found = []
+        for seed in args.seeds:
+            experiment = load_experiment(EXPERIMENTS / "recall_rnn_vs_lstm.yaml", [
+                f"model.params.cell={cell}", f"seed={seed}", f"data.params.split_seed={seed}",
+                "trainer.progress_bar=false", "tracking.uri=sqlite:///" + str(Path(args.workdir) / "mlflow.db")])
+            found.append(run_experiment(experiment, quiet=True).metrics["test/exact_match"])
+        print(f"recall lag 50  {cell:4s}  test exact match " + "  ".join(f"{v:.3f}" for v in found)
+              + f"  (seeds {' '.join(map(str, args.seeds))}; chance 0.125)", flush=True)
+
+
+# --- charlm: RNN, GRU and LSTM at equal parameter counts --------------------------------------
+
+
+def parameters_of(spec_params: dict, cell: str, hidden: int, facts: dict) -> int:
+    from trainyard_seq.language_model import RNNLanguageModel, RNNLMParams
+
+    params = RNNLMParams(**{**spec_params, "cell": cell, "hidden": hidden})
+    model = RNNLanguageModel(params, facts["vocab_size"], facts["tokens"], facts["tokenizer"])
+    return sum(p.numel() for p in model.parameters())
+
+
+def charlm(args) -> None:
+    """experiments/seq/char_lstm_pydoc.yaml as it is (an LSTM), and a GRU and a vanilla RNN
+    whose hidden sizes give the same parameter count (the closest the sizes allow)."""
+    spec = EXPERIMENTS / "char_lstm_pydoc.yaml"
+    experiment = load_experiment(spec)
+    params, facts = experiment.spec.model.params, build(experiment).facts
+    budget = parameters_of(params, params["cell"], params["hidden"], facts)
+    for cell in ("rnn", "gru", "lstm"):
+        hidden = params["hidden"] if cell == params["cell"] else \
+            min(range(16, 2048), key=lambda h: abs(parameters_of(params, cell, h, facts) - budget))
+        experiment = load_experiment(spec, [f"model.params.cell={cell}", f"model.params.hidden={hidden}",
+                                            "trainer.progress_bar=false"])
+        started = time.perf_counter()
+        m = run_experiment(experiment, quiet=True).metrics
+        print(f"charlm {cell:4s} hidden {hidden:3d} ({parameters_of(params, cell, hidden, facts):,} parameters): "
+              f"best val bpc {m['best/val/bpc']:.3f}, test bpc {m['test/bpc']:.3f}  "
+              f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
+
+
+SECTIONS = {"speed": speed, "g2p": g2p, "tasks": tasks, "recall": recall, "charlm": charlm}
 
 
 def main() -> None:
@@ -173,6 +238,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="speed: interleaved repeats")
     parser.add_argument("--epochs", type=int, default=4, help="speed: language-model epochs per repeat")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="recall: seeds")
+    parser.add_argument("--workdir", default=tempfile.gettempdir(), help="tasks, recall: where their runs are recorded")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="g2p spec overrides")
     args = parser.parse_args()
     if args.threads:
