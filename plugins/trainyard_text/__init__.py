@@ -49,7 +49,7 @@ def corpus(params: CorpusParams, ctx: BuildContext) -> Corpus:
 @datamodule(PairsParams, name="pairs", example=Example(params=TINY_PAIRS, batch={
     "source": ("int64", (None, None)), "source_mask": ("bool", (None, None)), "source_lengths": ("int64", (None,)),
     "target": ("int64", (None, None)), "target_mask": ("bool", (None, None)), "target_lengths": ("int64", (None,)),
-    "source_text": "list", "target_text": "list"}))
+    "source_text": "list", "target_text": "list", "references": "list"}))
 def pairs(params: PairsParams, ctx: BuildContext) -> Pairs:
     """(source, target) pairs: generated tasks with length ranges, or grapheme-to-phoneme on CMUdict."""
     return Pairs(params, ctx.cache)
