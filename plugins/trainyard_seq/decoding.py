@@ -105,7 +105,6 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
             finished = finished | dropped
         if finished.all():
             break
-    penalty = ((5.0 + lengths.float()) / 6.0) ** length_penalty
     choice = (scores.view(-1) / penalty).view(B, K).argmax(-1)  # (B,)
     rows = first_rows.squeeze(1) + choice
     # Follow the back-pointers from the chosen rows to the first step.
@@ -134,13 +133,7 @@ def _select(state, rows: torch.Tensor):
 
 
 def _attention(weights: list, tokens: torch.Tensor, pad_id: int) -> torch.Tensor | None:
+    """Each step's weights as (B, L, S), none behind the <pad> that follows an output's <eos>."""
     if weights[0] is None:
         return None
-    return _masked(torch.stack(weights, 1), tokens, pad_id)  # (B, L, S)
-
-
-def _masked(attention: torch.Tensor | None, tokens: torch.Tensor, pad_id: int) -> torch.Tensor | None:
-    """No attention behind the <pad> that follows an output's <eos>."""
-    if attention is None:
-        return None
-    return attention * (tokens != pad_id).unsqueeze(-1)
+    return torch.stack(weights, 1) * (tokens != pad_id).unsqueeze(-1)

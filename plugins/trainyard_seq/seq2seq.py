@@ -359,7 +359,7 @@ class Seq2Seq(LightningModule):
         self._evaluate(batch, decoded)
         for row, text in enumerate(batch["source_text"]):
             prediction = self.eval_predictions[start + row]
-            references = batch["references"][row] if "references" in batch else [batch["target_text"][row]]
+            references = batch["references"][row]
             self.test_records.append({"source": text, "reference": " | ".join(references), "prediction": prediction,
                                       "correct": prediction in references})
             if decoded.attention is not None and len(self.test_attention) < 4:
@@ -386,7 +386,7 @@ class Seq2Seq(LightningModule):
         self.eval_loss += float(self._loss(logits, batch["target"], reduction="sum"))
         self.eval_tokens += int(real.sum())
         self.eval_correct += int(((logits.argmax(-1) == gold) & real).sum())
-        for row, references in enumerate(batch.get("references") or [[t] for t in batch["target_text"]]):
+        for row, references in enumerate(batch["references"]):
             pieces = self.target_pieces(decoded.tokens[row])
             self.eval_predictions.append(self.target_text(pieces))
             self.eval_pieces.append((pieces, self._closest_reference(pieces, references)))
@@ -395,8 +395,10 @@ class Seq2Seq(LightningModule):
         """The reference a prediction is scored against: the one it matches, else the one it is
         fewest edits from (G2P's convention when a word has several pronunciations)."""
         candidates = [self.reference_pieces(r) for r in references]
-        if len(candidates) == 1 or pieces in candidates:
-            return pieces if pieces in candidates else candidates[0]
+        if pieces in candidates:
+            return pieces
+        if len(candidates) == 1:
+            return candidates[0]
         from torchmetrics.functional.text import word_error_rate
 
         return min(candidates, key=lambda r: float(word_error_rate(_words(pieces), _words(r))) * len(r))

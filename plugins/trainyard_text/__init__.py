@@ -5,8 +5,7 @@ and transformer families), registered as any third-party plugin is.
   consecutive token windows for language models; character, word or BPE tokens;
 - text.pairs:  (source, target) pairs for sequence-to-sequence models: generated tasks (copy,
   reverse, sort, addition, date normalisation, long-lag recall) with separate train and test
-  lengths, or
-  grapheme-to-phoneme on the CMU Pronouncing Dictionary.
+  lengths, or grapheme-to-phoneme on the CMU Pronouncing Dictionary.
 
 Both give models their sizes through `facts()` (vocabulary sizes, special-token ids, the longest
 source), train their tokenizers on the training split only, cache them, and log them with the

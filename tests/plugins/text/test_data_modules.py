@@ -85,6 +85,25 @@ def test_pairs_are_split_without_overlap_and_batched_with_masks(tmp_path):
         assert target.decode(batch["target"][row].tolist()) == batch["target_text"][row] == text[::-1]
 
 
+def test_g2p_learns_every_pronunciation_and_scores_each_word_once_against_all(tmp_path):
+    path = spec(tmp_path, "{name: text.pairs, params: {task: g2p, limit: 3000}}", model="{name: seq.rnn_lm}")
+    data = build_data(load_experiment(path))
+    pairs = data.pairs()
+    words = {name: {word for word, _ in split} for name, split in pairs.items()}
+    assert not (words["train"] & words["test"]) and not (words["train"] & words["val"])
+    assert len(pairs["train"]) > len(words["train"])  # some training words have several pronunciations
+    data.setup("fit")
+    for name in ("val", "test"):
+        items = data.datasets[name]
+        assert len(items) == len(words[name])  # one item per word
+        every = {}
+        for word, phonemes in pairs[name]:
+            every.setdefault(word, []).append(phonemes)
+        assert all(item["references"] == every[item["source_text"]] for item in items)
+        assert all(item["target_text"] == item["references"][0] for item in items)
+    assert len(data.datasets["train"]) == len(pairs["train"])
+
+
 def build_data(experiment):
     from trainyard.components import BuildContext
     from trainyard.datacache import DataCache
