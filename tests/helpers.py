@@ -1,7 +1,10 @@
-"""Helpers for tests that run the `trainyard` command in a child process or need a server."""
+"""Helpers for tests that run the `trainyard` command in a child process or need a server, and
+baselines that several families' tests measure against."""
 
 from __future__ import annotations
 
+import collections
+import math
 import os
 import socket
 import sys
@@ -47,3 +50,10 @@ def wait_for_http(url: str, timeout: float = 60.0, process=None) -> None:
             pass
         time.sleep(0.3)
     raise TimeoutError(url)
+
+
+def unigram_bits(train: str, text: str) -> float:
+    """Bits per character of `text` under the training split's character frequencies (add-one)."""
+    counts = collections.Counter(train)
+    total, size = sum(counts.values()), len(counts) + 1
+    return -sum(math.log2((counts.get(char, 0) + 1) / (total + size)) for char in text) / len(text)

@@ -154,7 +154,7 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
     devices under Ray Train). `built` tells whether the module uses manual optimization: then
     clipping, schedules and max_steps are the core's callbacks (see trainyard.optim)."""
     from pytorch_lightning import Trainer
-    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from trainyard import optim
@@ -174,8 +174,8 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
         all_callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, min_delta=e.min_delta,
                                            stopping_threshold=e.stopping_threshold))
     schedules = spec.schedule.values() if isinstance(spec.schedule, dict) else [spec.schedule]
-    if experiment.optimizers != OWN and any(s.name != "none" or s.warmup_epochs for s in schedules):
-        all_callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if experiment.optimizers != OWN and any(s.name != "none" or s.warmup_epochs or s.warmup_steps for s in schedules):
+        all_callbacks.append(optim.LearningRates(logging_interval="epoch"))
     if manual:
         if experiment.optimizers != OWN:  # a module with its own optimizers steps their schedules itself
             all_callbacks.append(optim.ManualSchedules())

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning import Callback, LightningModule
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from trainyard.components import OWN, Optimizers
 from trainyard.spec import OptimizerSpec, ScheduleSpec
@@ -47,6 +48,9 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
 
     main_epochs = max(1, max_epochs - spec.warmup_epochs)
     interval, monitor = "epoch", None
+    if spec.warmup_steps:
+        return {"scheduler": sched.LambdaLR(optimizer, _step_warmup(spec, total_steps, lr)), "interval": "step",
+                "name": "train/lr"}
     match spec.name:
         case "none":
             scheduler = None
@@ -82,6 +86,31 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
         return None
     config = {"scheduler": scheduler, "interval": interval, "name": "train/lr"}
     return config | ({"monitor": monitor} if monitor else {})
+
+
+def _step_warmup(spec: ScheduleSpec, total_steps: int, lr: float):
+    """The factor of lr at optimizer step s (from 0): a linear rise over warmup_steps w, then
+    constant (none), a cosine to eta_min over the remaining steps (cosine), or the inverse square
+    root of the step (inverse_sqrt: Vaswani et al.'s schedule, with lr its peak at step w).
+    A LambdaLR because torch has no inverse-square-root schedule, and one formula keeps the
+    three alike."""
+    import math
+
+    w = spec.warmup_steps
+    floor = (spec.eta_min or 0.0) / lr
+
+    def factor(step: int) -> float:
+        s = step + 1
+        if s <= w:
+            return s / w
+        if spec.name == "inverse_sqrt":
+            return math.sqrt(w / s)
+        if spec.name == "cosine":
+            progress = min(1.0, (s - w) / max(1, total_steps - w))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
 
 
 def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec | Mapping[str, OptimizerSpec],
@@ -224,3 +253,21 @@ class ClipGradients(Callback):
     def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
         if not module.automatic_optimization:
             module.clip_gradients(optimizer, gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
+
+
+class LearningRates(LearningRateMonitor):
+    """Lightning's LearningRateMonitor (train/lr), which also lets a trainer without a logger
+    train: make_trainer's trainers get their logger from the run, and one used alone (a test, a
+    benchmark) has none. It then records nothing, where Lightning's refuses to start."""
+
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

@@ -91,16 +91,22 @@ SCHEDULE_OPTIONS = {
     "cosine": {"eta_min"},
     "onecycle": {"max_lr"},
     "plateau": {"monitor", "mode", "factor", "patience"},
+    "inverse_sqrt": set(),
 }
+# Warm-up counted in optimizer steps leads into a schedule stepped at every step too.
+STEP_WARMUP_SCHEDULES = ("none", "cosine", "inverse_sqrt")
 
 
 class ScheduleSpec(Section):
-    """Learning-rate schedule: a torch.optim.lr_scheduler, stepped per epoch (onecycle: per step)."""
+    """Learning-rate schedule: a torch.optim.lr_scheduler, stepped per epoch (onecycle, and any
+    schedule with warmup_steps: per step)."""
 
-    name: Literal["none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"] = Field(
+    name: Literal["none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau", "inverse_sqrt"] = Field(
         "none", description="Schedule."
     )
     warmup_epochs: int = Field(0, ge=0, description="Linear warm-up from lr/10 before the schedule.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up from 0 over this many optimizer steps, then the "
+                                                   "schedule stepped per step (none, cosine or inverse_sqrt).")
     step_size: int | None = Field(None, ge=1, description="Epochs between decays (step).")
     milestones: list[int] | None = Field(None, min_length=1, description="Epochs at which to decay (multistep).")
     gamma: float | None = Field(None, gt=0, le=1, description="Decay factor (step, multistep, exponential).")
@@ -121,6 +127,13 @@ class ScheduleSpec(Section):
             raise ValueError("onecycle has its own warm-up; leave warmup_epochs at 0")
         if self.name == "plateau" and self.warmup_epochs:
             raise ValueError("warmup_epochs cannot be combined with the plateau schedule")
+        if self.warmup_steps and self.warmup_epochs:
+            raise ValueError("give warmup_steps or warmup_epochs, not both")
+        if self.warmup_steps and self.name not in STEP_WARMUP_SCHEDULES:
+            raise ValueError(f"warmup_steps leads into a schedule stepped per step: {', '.join(STEP_WARMUP_SCHEDULES)}, "
+                             f"not {self.name}")
+        if self.name == "inverse_sqrt" and not self.warmup_steps:
+            raise ValueError("the inverse_sqrt schedule needs warmup_steps (Vaswani et al. use 4000)")
         return self
 
 

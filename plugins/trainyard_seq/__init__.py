@@ -57,10 +57,7 @@ def _tiny_pairs(folder):
 def seq2seq(params: Seq2SeqParams, ctx: BuildContext) -> Seq2Seq:
     """An encoder-decoder (LSTM or GRU) with optional attention, greedy decoding and beam search."""
     f = ctx.facts
-    if f["max_target_length"] > params.max_decode_length:
-        # A test range the model cannot represent: it would be scored on outputs it can never write.
-        raise ValueError(f"the data's longest target has {f['max_target_length']} tokens (with <eos>), more than "
-                         f"max_decode_length {params.max_decode_length}")
+    params.check_targets_fit(f["max_target_length"])
     return Seq2Seq(params, f["source_vocab_size"], f["target_vocab_size"], f["pad_id"], f["bos_id"], f["eos_id"],
                    f["source_tokens"], f["target_tokens"], char_targets=f["target_tokenizer"] == "char")
 

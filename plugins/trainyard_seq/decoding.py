@@ -17,6 +17,9 @@ or <bos>: they are no output's tokens.
   A sequence stops as soon as no unfinished hypothesis can overtake its best finished one, so
   one unlikely hypothesis does not keep the whole batch decoding. With K = 1 it is greedy
   search, exactly.
+
+`model` is an EncoderDecoderModel (encoder_decoder.py): any network that can encode a source,
+take one decoding step, and reorder its decoder state by rows.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def greedy(model, source: torch.Tensor, source_lengths: torch.Tensor, max_length
     finished = torch.zeros(B, dtype=torch.bool, device=source.device)
     tokens, weights = [], []
     for _ in range(max_length):
-        logits, state, step_weights = model.decoder.step(previous, state, memory)
+        logits, state, step_weights = model.decode_step(previous, state, memory)
         token = _log_probs(logits, model).argmax(-1)  # (B,)
         token = token.masked_fill(finished, model.pad_id)
         tokens.append(token)
@@ -60,7 +63,7 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
     # K copies of every sequence: row b*K + k is hypothesis k of sequence b. A hypothesis only
     # ever extends one of its own sequence, so the memory (one per sequence: the attention reads
     # it for all K at once) never moves; the decoder state follows the hypotheses around.
-    state = _select(state, torch.arange(B, device=device).repeat_interleave(K))  # (layers, B*K, H)
+    state = model.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))  # B*K rows
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # the K copies start alike: expand only the first
     previous = torch.full((B * K,), model.bos_id, dtype=torch.long, device=device)
@@ -73,7 +76,7 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
     first_rows = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1)
     best_possible = ((5.0 + max_length) / 6.0) ** length_penalty  # the largest lp(y) any output can have
     for _ in range(max_length):
-        logits, state, step_weights = model.decoder.step(previous, state, memory)
+        logits, state, step_weights = model.decode_step(previous, state, memory)
         log_probs = _log_probs(logits, model)  # (B*K, V)
         # A finished hypothesis continues with <pad> at no cost.
         done = torch.full_like(log_probs[:1], float("-inf"))
@@ -88,7 +91,7 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
         chosen_tokens.append(chosen)
         chosen_weights.append(step_weights[parents] if step_weights is not None else None)
         back.append(parents)
-        state = _select(state, parents)
+        state = model.reorder_state(state, parents)
         lengths = lengths[parents] + (~finished[parents]).long()
         finished = finished[parents] | (chosen == model.eos_id)
         previous = chosen
@@ -123,13 +126,6 @@ def _log_probs(logits: torch.Tensor, model) -> torch.Tensor:
     log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
     log_probs[:, [model.pad_id, model.bos_id]] = float("-inf")
     return log_probs
-
-
-def _select(state, rows: torch.Tensor):
-    """The decoder state of these batch rows: (layers, B, H), or an LSTM's pair of them."""
-    if isinstance(state, tuple):
-        return tuple(s[:, rows] for s in state)
-    return state[:, rows]
 
 
 def _attention(weights: list, tokens: torch.Tensor, pad_id: int) -> torch.Tensor | None:

@@ -88,3 +88,34 @@ def test_warmup_cannot_precede_plateau_or_onecycle():
 def test_constant_rate_has_no_scheduler():
     optimizer = build_optimizer(OptimizerSpec(), [torch.nn.Parameter(torch.zeros(1))])
     assert build_scheduler(ScheduleSpec(), optimizer, 5, 10, 0.001) is None
+
+
+def lr_per_step(schedule: ScheduleSpec, steps: int, total_steps: int = 20, lr: float = 1.0) -> list[float]:
+    optimizer = build_optimizer(OptimizerSpec(name="sgd", lr=lr), [torch.nn.Parameter(torch.zeros(1))])
+    config = build_scheduler(schedule, optimizer, 5, total_steps, lr)
+    assert config["interval"] == "step"
+    rates = []
+    for _ in range(steps):
+        rates.append(round(optimizer.param_groups[0]["lr"], 6))
+        optimizer.step()
+        config["scheduler"].step()
+    return rates
+
+
+def test_warmup_steps_rise_linearly_into_a_per_step_schedule():
+    assert lr_per_step(ScheduleSpec(warmup_steps=4), 6) == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    # Vaswani et al.: the peak at the last warm-up step, then 1/sqrt(step).
+    assert lr_per_step(ScheduleSpec(name="inverse_sqrt", warmup_steps=4), 7) == [
+        0.25, 0.5, 0.75, 1.0, round((4 / 5) ** 0.5, 6), round((4 / 6) ** 0.5, 6), round((4 / 7) ** 0.5, 6)]
+    cosine = lr_per_step(ScheduleSpec(name="cosine", warmup_steps=2, eta_min=0.1), 12, total_steps=12)
+    assert cosine[:2] == [0.5, 1.0] and cosine[-1] == pytest.approx(0.1, abs=0.03)
+    assert all(b < a for a, b in zip(cosine[2:], cosine[3:]))
+
+
+def test_warmup_steps_need_a_per_step_schedule():
+    with pytest.raises(ValueError, match="warmup_steps leads into a schedule stepped per step"):
+        ScheduleSpec(name="step", warmup_steps=10)
+    with pytest.raises(ValueError, match="not both"):
+        ScheduleSpec(warmup_steps=10, warmup_epochs=1)
+    with pytest.raises(ValueError, match="inverse_sqrt schedule needs warmup_steps"):
+        ScheduleSpec(name="inverse_sqrt")

@@ -3,8 +3,6 @@ carries its hidden state across windows, and records its tokenizer, samples and 
 
 from __future__ import annotations
 
-import collections
-import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers import unigram_bits
 from trainyard.build import build
 from trainyard.cli import app
 from trainyard.run import run_experiment
@@ -34,13 +33,6 @@ def write(folder: Path, cell: str = "lstm", seed: int = 0) -> Path:
     path = folder / f"{cell}.yaml"
     path.write_text(SPEC.format(cell=cell, seed=seed))
     return path
-
-
-def unigram_bits(train: str, text: str) -> float:
-    """Bits per character of `text` under the training split's character frequencies (add-one)."""
-    counts = collections.Counter(train)
-    total, size = sum(counts.values()), len(counts) + 1
-    return -sum(math.log2((counts.get(char, 0) + 1) / (total + size)) for char in text) / len(text)
 
 
 @pytest.mark.slow
