@@ -6,6 +6,8 @@ family scores its models (whose language-model and encoder-decoder evaluation it
   key-value cache at each validation.
 - transformer.encoder_decoder: Vaswani et al.'s encoder-decoder, greedy decoding and batched
   beam search with a key-value cache; its runs report attention maps per block and head.
+- transformer.encoder_classifier: sequence classification from a [CLS] position, on text.pairs
+  tasks whose targets are one token (recall: which letter began 50 distractors).
 
     model: {name: transformer.decoder_lm, params: {d_model: 128, heads: 4, layers: 4, positions: rotary}}
     data: {name: text.corpus, params: {source: pydoc, tokenizer: char, seq_len: 128}}
@@ -20,6 +22,7 @@ from trainyard import BuildContext, Example, hookimpl, model
 from trainyard_seq import LM_METRICS, SEQ2SEQ_FACTS, SEQ2SEQ_METRICS
 
 from trainyard_transformer.decoder_lm import DecoderLM, DecoderLMParams
+from trainyard_transformer.encoder_classifier import EncoderClassifier, EncoderClassifierParams
 from trainyard_transformer.encoder_decoder import EncoderDecoderParams, TransformerEncoderDecoder
 
 
@@ -65,9 +68,30 @@ def encoder_decoder(params: EncoderDecoderParams, ctx: BuildContext) -> Transfor
                                      char_targets=f["target_tokenizer"] == "char")
 
 
+TINY_RECALL = {"task": "recall", "train_lengths": [4, 6], "train_size": 64, "val_size": 16, "test_size": 16,
+               "batch_size": 8}
+
+
+@model(EncoderClassifierParams, name="encoder_classifier",
+       metrics=("train/loss", "val/loss", "val/acc", "test/loss", "test/acc"),
+       facts=("source_vocab_size", "target_vocab_size", "pad_id", "source_tokens", "target_tokens", "max_source_length",
+              "max_target_length"),
+       example=Example(params={"d_model": 16, "heads": 2, "layers": 1},
+                       data={"name": "text.pairs", "params": TINY_RECALL}, output_shape=(2, None)))
+def encoder_classifier(params: EncoderClassifierParams, ctx: BuildContext) -> EncoderClassifier:
+    """A transformer encoder that classifies a sequence from its [CLS] position."""
+    f = ctx.facts
+    if f["max_target_length"] != 2:
+        raise ValueError(f"encoder_classifier needs targets of one token, the class (task: recall); this data's "
+                         f"longest target has {f['max_target_length'] - 1}")
+    params.check_length(f["max_source_length"] + 1, "the data's longest source with its [CLS]")
+    return EncoderClassifier(params, f["source_vocab_size"], f["target_vocab_size"], f["pad_id"], f["source_tokens"],
+                             f["target_tokens"])
+
+
 @hookimpl
 def register_models():
-    return [decoder_lm, encoder_decoder]
+    return [decoder_lm, encoder_decoder, encoder_classifier]
 
 
 @hookimpl

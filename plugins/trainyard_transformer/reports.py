@@ -10,16 +10,22 @@ transformer.encoder_decoder
 transformer.decoder_lm
 - attention.png: every block's and head's self-attention over the first window of the test
   split (its first 32 tokens): row i shows which earlier tokens position i read.
+
+transformer.encoder_classifier
+- attention.png: for the first four test sources, where the [CLS] position read the source
+  (its row of the attention), one row per block and head.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 
 from trainyard_seq.reports import predictions_csv
 from trainyard_transformer.decoder_lm import DecoderLM
+from trainyard_transformer.encoder_classifier import EncoderClassifier
 from trainyard_transformer.encoder_decoder import TransformerEncoderDecoder
 
 KINDS = {"encoder": ("encoder self-attention", "inputs", "inputs"),
@@ -35,7 +41,14 @@ def write_reports(model, data, directory: Path) -> list[Path]:
         tokens = [model.tokens[i] for i in ids[0].tolist()]
         rows = [(f"block {layer + 1}", w[0].float().cpu(), tokens, tokens) for layer, w in enumerate(weights)]
         return [heatmap_grid(rows, directory / "attention.png", "Self-attention over the first test window")]
-    assert isinstance(model, TransformerEncoderDecoder)
+    if isinstance(model, EncoderClassifier):
+        return [cls_attention_png(model.test_examples, directory / "attention.png")]
+    if isinstance(model, TransformerEncoderDecoder):
+        return encoder_decoder_reports(model, directory)
+    return []
+
+
+def encoder_decoder_reports(model: TransformerEncoderDecoder, directory: Path) -> list[Path]:
     paths = [predictions_csv(model, directory / "predictions.csv")]
     for i, example in enumerate(model.test_attention):
         maps = example["weights"]  # {"encoder": (layers, h, S, S), "decoder": (layers, h, L, L), "cross": (layers, h, L, S)}
@@ -63,6 +76,25 @@ def heatmap_grid(rows: list, path: Path, heading: str) -> Path:
             ax.set_yticks(range(len(down)), [_shown(t) for t in down], fontsize=6)
             ax.set_title(f"{title}, head {head + 1}", fontsize=7)
     figure.suptitle(heading, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def cls_attention_png(examples: list[dict], path: Path) -> Path:
+    """Per test example, the [CLS] row of every block's and head's attention: (blocks x heads, 1 + S)."""
+    widest = max(len(example["tokens"]) for example in examples)
+    rows = sum(w.shape[0] for w in examples[0]["weights"])
+    figure = Figure(figsize=(0.16 * widest + 2.5, len(examples) * (0.25 * rows + 1.2)))
+    axes = figure.subplots(len(examples), 1, squeeze=False)[:, 0]
+    for ax, example in zip(axes, examples):
+        read = torch.cat([w[:, 0, :] for w in example["weights"]])  # (blocks * heads, 1 + S)
+        ax.imshow(read.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(example["tokens"])), [_shown(t) for t in example["tokens"]], fontsize=6)
+        heads = example["weights"][0].shape[0]
+        ax.set_yticks(range(rows), [f"block {r // heads + 1} head {r % heads + 1}" for r in range(rows)], fontsize=6)
+        ax.set_title(f"class {example['label']!r}, predicted {example['predicted']!r}", fontsize=8)
+    figure.suptitle("Where the [CLS] position reads the source, per block and head", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return path
