@@ -32,7 +32,6 @@ from bench_seq import lm_trainyard, quiet
 from trainyard.build import build
 from trainyard.optim import build_scheduler
 from trainyard.run import run_experiment
-from trainyard.spec import OptimizerSpec
 from trainyard.validate import load_experiment
 from trainyard_seq.language_model import sample_token
 

@@ -3,7 +3,6 @@ reports where [CLS] read, and refuses data whose targets are not one token."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
