@@ -136,8 +136,9 @@ def print_sweep_summary(spec, result) -> None:
         out.print(f"  {trials}: {found.count('FINISHED')} finished, {found.count('STOPPED')} stopped early by the "
                   f"scheduler, {found.count('FAILED')} failed", markup=False)
         if found.best is not None:
-            names = short_names(list(spec.sweep.space))
-            values = "  ".join(f"{names[key]}={_short(value)}" for key, value in found.best.values.items())
+            names = short_names(spec.sweep.searched_keys())
+            values = "  ".join(f"{names[key]}={_short(value)}" for key, value in found.best.values.items()
+                               if value is not None)  # None: a key of another branch
             tests = "   ".join(f"{k} {v:.4g}" for k, v in sorted(found.best.metrics.items()) if k.startswith("test/"))
             out.print(f"  best trial {found.best.trial_id}: {spec.sweep.metric} {found.best.score:.4g}   {values}"
                       + (f"   {tests}" if tests else ""), markup=False)

@@ -248,6 +248,11 @@ DOMAIN_ARITY = {"choice": None, "grid": None, "uniform": 2, "loguniform": 2, "ra
                 "quniform": 3, "qloguniform": 3, "qrandint": 3}
 
 
+def is_domain(value: Any) -> bool:
+    """Whether a branch's value is a search domain ({choice: [...]}) rather than a fixed value."""
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DOMAIN_ARITY
+
+
 class Domain(BaseModel):
     """One search dimension, written as a one-key mapping: {loguniform: [1.0e-4, 1.0e-1]}."""
 
@@ -340,17 +345,65 @@ class SweepSpec(Section):
                             "sweep), every trial's, or none.")
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="Trial scheduler.")
     search: Literal["random", "optuna"] = Field("random", description="Search algorithm (random covers grid).")
-    space: dict[str, Domain] = Field(min_length=1, description="Dotted spec keys and their domains.")
+    space: dict[str, Domain] = Field(default_factory=dict, description="Dotted spec keys and their domains.")
+    branches: dict[str, dict[str, Any]] | None = Field(
+        None, description="Models compared in one sweep, each under its registered name with its own dotted keys: "
+                          "domains searched in that branch only, and fixed values ({grid: [...]} or 64). The search "
+                          "chooses the branch: every branch under random search, Optuna's choice under optuna.")
     storage_path: str | None = Field(
         None, description="Trial checkpoints and Tune's state: a local folder (default ./sweeps), or shared "
                           "storage for a multi-node cluster (s3://..., gs://..., an NFS mount).")
 
     @model_validator(mode="after")
+    def _branches_are_well_formed(self) -> SweepSpec:
+        if self.branches is None:
+            if not self.space:
+                raise ValueError("space: give at least one dotted key to search (or branches)")
+            return self
+        if not self.branches:
+            raise ValueError("branches: give at least one model")
+        for name, values in self.branches.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"branches.{name}: expected a mapping of dotted keys, got {show_value(values)}")
+            for key, value in values.items():
+                where = f"branches.{name}.{key}"
+                if key.split(".")[0] in ("sweep", "tracking", "name") or key == "model.name":
+                    raise ValueError(f"{where}: {key} cannot be set by a branch")
+                if key in self.space:
+                    raise ValueError(f"{where}: {key} is also searched in sweep.space; give it in one place")
+                if is_domain(value):
+                    Domain.model_validate(value)
+        if self.scheduler.name == "pbt":
+            raise ValueError("pbt mutates the values of running trials and cannot switch a trial's model: "
+                             "branches need fifo or asha")
+        return self
+
+    def branch_space(self, name: str) -> dict[str, Domain]:
+        """The domains searched in one branch."""
+        return {key: Domain.model_validate(value) for key, value in self.branches[name].items() if is_domain(value)}
+
+    def branch_values(self, name: str) -> dict[str, Any]:
+        """The fixed values one branch sets."""
+        return {key: value for key, value in self.branches[name].items() if not is_domain(value)}
+
+    def searched_keys(self) -> list[str]:
+        """Every dotted key a trial's values may differ in: the space's, then (with branches) the
+        model's name and each branch's searched keys."""
+        keys = list(self.space)
+        if self.branches:
+            keys.append("model.name")
+            keys += [key for name in self.branches for key in self.branch_space(name) if key not in keys]
+        return keys
+
+    def all_domains(self) -> list[Domain]:
+        return [*self.space.values(), *(d for name in self.branches or {} for d in self.branch_space(name).values())]
+
+    @model_validator(mode="after")
     def _search_supports_space(self) -> SweepSpec:
-        if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
+        if self.search == "optuna" and any(d.kind == "grid" for d in self.all_domains()):
             raise ValueError("optuna cannot search a grid; use choice, or search: random")
         if self.scheduler.name == "pbt":
-            if any(d.kind == "grid" for d in self.space.values()):
+            if any(d.kind == "grid" for d in self.all_domains()):
                 raise ValueError("pbt mutates hyperparameters and cannot take a grid; use choice")
             interval = self.scheduler.perturbation_interval or self.checkpoint_every
             if self.scheduler.unit == "validations" and interval % self.checkpoint_every:
@@ -497,10 +550,13 @@ def experiment_schema() -> dict[str, Any]:
 
 
 def split_key(dotted: str) -> list[str]:
-    """Split a dotted spec key. Keys under sweep.space are themselves dotted paths: kept whole."""
+    """Split a dotted spec key. Keys under sweep.space are themselves dotted paths: kept whole, as
+    are a branch's (sweep.branches.<plugin.model>.<dotted key>)."""
     parts = dotted.split(".")
     if parts[:2] == ["sweep", "space"] and len(parts) > 2:
         return [*parts[:2], ".".join(parts[2:])]
+    if parts[:2] == ["sweep", "branches"] and len(parts) > 3:
+        return [*parts[:2], ".".join(parts[2:4]), *([".".join(parts[4:])] if len(parts) > 4 else [])]
     return parts
 
 

@@ -69,6 +69,19 @@ class Experiment:
         model = self.components.get("model")
         return model.registered.component.optimizers if model is not None else None
 
+    def branches(self) -> dict[str, Experiment]:
+        """A sweep across models: each branch as the validated experiment it trains."""
+        from trainyard.sweep.space import branch_data
+
+        if self.spec.sweep is None or not self.spec.sweep.branches:
+            return {}
+        branches = {}
+        for name in self.spec.sweep.branches:
+            branch = validate_experiment(branch_data(self.data, name))
+            branch.source, branch.path = self.source, self.path
+            branches[name] = branch
+        return branches
+
     def flat_params(self) -> dict[str, Any]:
         """Every resolved parameter under its dotted key, as `--set` spells it."""
         flat = flatten({k: v for k, v in self.resolved().items() if k != "sweep"})
@@ -102,6 +115,8 @@ def validate_experiment(data: dict[str, Any], registry: Registry | None = None,
         problems += _check_metrics(spec, components)
         if spec.sweep is not None:
             problems += _check_sweep(data, spec, registry) + _check_sweep_training(spec)
+            if spec.sweep.branches and not problems:
+                problems += _check_branches(data, spec, registry)
     if problems:
         raise SpecError([_mark_overridden(problem, overridden) for problem in problems])
     return Experiment(spec, components, overrides=list(overridden), data=data)
@@ -240,6 +255,33 @@ def _check_sweep(data: dict[str, Any], spec: ExperimentSpec, registry: Registry)
             for problem in _check(set_path(base, key, value), registry)[0]:
                 problems.append(Problem(prefix, f"{domain.kind} value {value!r} is invalid here: {problem.message}"))
                 break
+    return problems
+
+
+def _check_branches(data: dict[str, Any], spec: ExperimentSpec, registry: Registry) -> list[Problem]:
+    """Each branch of a sweep across models, checked as the sweep of its own it is (space.branch_data):
+    its model, its fixed values, each of its keys against that branch's component, the sweep's
+    metric against what that model logs."""
+    from trainyard.sweep.space import branch_data
+
+    problems = []
+    for name, values in spec.sweep.branches.items():
+        try:
+            registry.get("model", name)
+        except UnknownComponent as error:
+            problems.append(Problem(f"sweep.branches.{name}", str(error)))
+            continue
+        try:
+            validate_experiment(branch_data(data, name), registry)
+        except SpecError as error:
+            for problem in error.problems:
+                key = problem.path.removeprefix("sweep.space.")
+                if problem.path.startswith("sweep.space.") and key in values:
+                    problems.append(Problem(f"sweep.branches.{name}.{key}", problem.message))
+                elif problem.path.startswith("sweep.space."):
+                    problems.append(Problem(problem.path, f"in branch {name}: {problem.message}"))
+                else:
+                    problems.append(Problem(f"sweep.branches.{name}", f"{problem.path}: {problem.message}"))
     return problems
 
 

@@ -132,12 +132,20 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
 
 
 def _build_once(experiment: Experiment) -> None:
-    """Build the components once on the driver. Not the Trainer: the accelerator and precision
-    are the trial nodes' to satisfy, and the driver may have no GPU."""
+    """Build the components once on the driver (each branch's, in a sweep across models). Not the
+    Trainer: the accelerator and precision are the trial nodes' to satisfy, and the driver may
+    have no GPU."""
     from trainyard.build import build
 
-    with tempfile.TemporaryDirectory(prefix="trainyard-preflight-") as tmp:
-        build(experiment, Path(tmp))
+    for name, each in (experiment.branches() or {"": experiment}).items():
+        with tempfile.TemporaryDirectory(prefix="trainyard-preflight-") as tmp:
+            try:
+                build(each, Path(tmp))
+            except SpecError as error:
+                if not name:
+                    raise
+                raise SpecError([Problem(f"sweep.branches.{name}", f"{p.path}: {p.message}")
+                                 for p in error.problems]) from None
 
 
 def _start_parent(experiment: Experiment, state: dict, ray_cluster, uri: str, storage: str,
@@ -167,14 +175,18 @@ def _start_parent(experiment: Experiment, state: dict, ray_cluster, uri: str, st
     tags = _tags(experiment) | {"trainyard.kind": "sweep", "trainyard.sweep.folder": _join(storage, state["name"])}
     parent = TrackedRun.start(uri, experiment_name, spec.tracking.run_name or state["name"], tags, spec.description)
     try:
-        swept = set(sweep.space)
-        fixed = {key: value for key, value in experiment.flat_params().items() if key not in swept}
-        settings = flatten(sweep.model_dump(mode="json", exclude={"space"}), "sweep")
+        # The values every trial shares: not what is searched, nor (across models) the model's.
+        varies = set(sweep.searched_keys()) | {key for values in (sweep.branches or {}).values() for key in values}
+        fixed = {key: value for key, value in experiment.flat_params().items()
+                 if key not in varies and not (sweep.branches and key.startswith("model."))}
+        settings = flatten(sweep.model_dump(mode="json", exclude={"space", "branches"}), "sweep")
         parent.log_params(fixed | {key: value for key, value in settings.items() if value is not None})
         parent.log_text(yaml.safe_dump(experiment.resolved() | {"sweep": sweep.model_dump(mode="json")},
                                        sort_keys=False), "spec.yaml")
-        parent.log_text(yaml.safe_dump({key: {d.kind: d.args} for key, d in sweep.space.items()}, sort_keys=False),
-                        "search_space.yaml")
+        searched = {key: {d.kind: d.args} for key, d in sweep.space.items()}
+        if sweep.branches:
+            searched["branches"] = sweep.branches
+        parent.log_text(yaml.safe_dump(searched, sort_keys=False), "search_space.yaml")
     except BaseException as error:
         parent.end("FAILED", error)
         raise
@@ -205,7 +217,7 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         # needs, and Tune refuses an empty request, so it asks for one byte of memory.
         resources = {"memory": 1}
     trainable = tune.with_resources(tune.with_parameters(trial_main, job=job), resources)
-    progress = SweepProgress(console, list(sweep.space), sweep.metric,
+    progress = SweepProgress(console, sweep.searched_keys(), sweep.metric,
                              spec.trainer.epoch_limit if spec.kind == "model" else None,
                              {"uri": parent.uri, "experiment_id": parent.experiment_id,
                               "parent_run_id": parent.run_id})

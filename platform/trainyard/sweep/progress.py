@@ -21,7 +21,7 @@ from rich.text import Text
 
 from trainyard.sweep.child_run import finish_for_trial
 from trainyard.sweep.reporting import EPOCH_KEY, FINAL_KEY, RUN_ID_KEY
-from trainyard.sweep.space import TIME_ATTR, decode, short_names
+from trainyard.sweep.space import TIME_ATTR, short_names, shown_values
 
 STATUS_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "TERMINATED": "green", "ERROR": "red"}
 REFRESH_SECONDS = 0.25
@@ -117,7 +117,7 @@ class SweepProgress(Callback):
     def _row(self, trial) -> dict[str, Any]:
         row = self.rows.get(trial.trial_id)
         if row is None:
-            row = self.rows[trial.trial_id] = {"config": {k: decode(v) for k, v in trial.config.items()}}
+            row = self.rows[trial.trial_id] = {"config": shown_values(trial.config)}
         if trial.last_result and trial.last_result.get(RUN_ID_KEY):
             row["run_id"] = trial.last_result[RUN_ID_KEY]
         return row

@@ -6,6 +6,11 @@
 
 A trial receives its sampled values under the same dotted keys (`decode` turns them back into
 spec values) and sets them on the spec before validating it.
+
+A sweep across models (sweep.branches) is Tune's nested choices: one `branch` entry whose values
+are the branches, {"name": model, its fixed values, its domains}, as a grid under random search
+(every branch is tried), or Optuna's define-by-run choice of a branch and then of its values.
+Either way a trial reads its branch with `trial_values`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trainyard.spec import Domain, ExperimentSpec, SweepSpec
+from trainyard.spec import Domain, ExperimentSpec, SweepSpec, is_domain, set_path
+
+BRANCH_KEY = "branch"  # a trial's branch of a sweep across models: {"name": model, dotted key: value, ...}
 
 # Tune receives a report at every validation; schedulers count those reports, or the training
 # steps (batches) each report carries (sweep.scheduler.unit: steps).
@@ -60,7 +67,81 @@ def tune_domain(domain: Domain):
 
 
 def param_space(sweep: SweepSpec) -> dict[str, Any]:
-    return {key: tune_domain(domain) for key, domain in sweep.space.items()}
+    if sweep.branches and sweep.search == "optuna":
+        return {}  # every value comes from the define-by-run function
+    space = {key: tune_domain(domain) for key, domain in sweep.space.items()}
+    if sweep.branches:
+        from ray import tune
+
+        space[BRANCH_KEY] = tune.grid_search([
+            {"name": name, **{key: encode(value) for key, value in sweep.branch_values(name).items()},
+             **{key: tune_domain(domain) for key, domain in sweep.branch_space(name).items()}}
+            for name in sweep.branches])
+    return space
+
+
+def define_by_run(sweep: SweepSpec):
+    """Optuna's define-by-run search over the branches: a branch, then its own values. Each
+    branch's keys are named apart (`<model>:<key>`), since Optuna keeps one distribution per name.
+    Written here because Tune converts only a fixed space to Optuna's distributions."""
+
+    def suggest(trial, name: str, domain: Domain):
+        if domain.kind == "choice":
+            return trial.suggest_categorical(name, [encode(value) for value in domain.args])
+        low, high, *step = domain.args
+        if domain.kind in ("randint", "qrandint"):  # Tune's randint excludes high, Optuna's includes it
+            return trial.suggest_int(name, low, high - 1 if domain.kind == "randint" else high,
+                                     step=step[0] if step else 1)
+        return trial.suggest_float(name, low, high, log="log" in domain.kind, step=step[0] if step else None)
+
+    def space(trial) -> dict[str, Any]:
+        for key, domain in sweep.space.items():
+            suggest(trial, key, domain)
+        name = trial.suggest_categorical(f"{BRANCH_KEY}/name", list(sweep.branches))
+        for key, domain in sweep.branch_space(name).items():
+            suggest(trial, f"{BRANCH_KEY}/{name}:{key}", domain)
+        return {f"{BRANCH_KEY}/{key}": encode(value) for key, value in sweep.branch_values(name).items()}
+
+    return space
+
+
+def trial_values(config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """A trial's model (None but in a sweep across models) and its values under dotted keys."""
+    values = {key: decode(value) for key, value in config.items() if key != BRANCH_KEY}
+    branch = config.get(BRANCH_KEY)
+    if not branch:
+        return None, values
+    name = branch["name"]
+    values |= {key.removeprefix(f"{name}:"): decode(value) for key, value in branch.items() if key != "name"}
+    return name, values
+
+
+def shown_values(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's values as the sweep's tables show them: model.name among the dotted keys."""
+    name, values = trial_values(config)
+    return values if name is None else {"model.name": name, **values}
+
+
+def with_model(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """The spec mapping training `name`: the spec's model params kept when it names the same model,
+    else the model's defaults (another model's params would not fit it)."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    params = model.get("params") or {} if model.get("name") == name else {}
+    return {**data, "model": {"name": name, "params": params}}
+
+
+def branch_data(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """One branch of a sweep across models, as a sweep of its own: the model replaced, the branch's
+    fixed values set, its domains searched beside sweep.space, and no branches."""
+    sweep = data["sweep"]
+    branch = sweep["branches"][name]
+    result = with_model(data, name)
+    for key, value in branch.items():
+        if not is_domain(value):
+            result = set_path(result, key, value)
+    space = {**(sweep.get("space") or {}), **{key: value for key, value in branch.items() if is_domain(value)}}
+    result["sweep"] = {key: value for key, value in sweep.items() if key != "branches"} | {"space": space}
+    return result
 
 
 def search_algorithm(spec: ExperimentSpec, max_concurrent: int | None):
@@ -74,7 +155,8 @@ def search_algorithm(spec: ExperimentSpec, max_concurrent: int | None):
 
         # Optuna logs a line per trial; the sweep's own progress display says it better.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        searcher = OptunaSearch(seed=spec.seed)
+        searcher = OptunaSearch(space=define_by_run(sweep), metric=sweep.metric, mode=sweep.mode, seed=spec.seed) \
+            if sweep.branches else OptunaSearch(seed=spec.seed)
         return ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

@@ -10,6 +10,9 @@ On the parent run:
 - tags `trainyard.best_run_id`, `trainyard.best_trial_id`;
 - artifacts `trials.csv` and `trials.json` (one row per trial, MLflow's table format) and
   `metric_vs_params.png` (the sweep's metric against each swept value).
+
+A sweep across models also gets, per model, metrics `best_of/<model>/<metric>` and a table
+`best_per_model.json`: the best trial of each model side by side.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainyard.spec import SweepSpec
+from trainyard.spec import Domain, SweepSpec
 from trainyard.sweep.child_run import STOPPED_TAG, TRIAL_ID_TAG
 from trainyard.sweep.space import short_names
 from trainyard.tracking import TrackedRun
@@ -63,7 +66,7 @@ def collect(parent: TrackedRun, sweep: SweepSpec) -> Summary:
         if status == "FINISHED" and run.data.tags.get(STOPPED_TAG) == "true":
             status = "STOPPED"
         rows.append(TrialRow(run.data.tags.get(TRIAL_ID_TAG, run.info.run_name), run.info.run_id, status,
-                             {key: run.data.params.get(key) for key in sweep.space}, score, metrics))
+                             {key: run.data.params.get(key) for key in sweep.searched_keys()}, score, metrics))
     rows.sort(key=lambda row: row.trial_id)
     scored = [row for row in rows if row.status in ("FINISHED", "STOPPED") and _finite(row.score)]
     best = (max if sweep.mode == "max" else min)(scored, key=lambda row: row.score) if scored else None
@@ -83,7 +86,9 @@ def record(parent: TrackedRun, sweep: SweepSpec, summary: Summary, directory: Pa
         parent.log_metrics({f"best_trial/{key}": value for key, value in best.metrics.items() if key != "epoch"},
                            step=0)
         parent.set_tags({"trainyard.best_run_id": best.run_id, "trainyard.best_trial_id": best.trial_id})
-    names = short_names(list(sweep.space))
+    if sweep.branches:
+        _record_best_per_model(parent, sweep, summary)
+    names = short_names(sweep.searched_keys())
     table = pd.DataFrame([
         {"trial": row.trial_id, "status": row.status, **{names[k]: v for k, v in row.values.items()},
          sweep.metric: row.score, **{k: v for k, v in sorted(row.metrics.items()) if k.startswith("test/")},
@@ -97,6 +102,33 @@ def record(parent: TrackedRun, sweep: SweepSpec, summary: Summary, directory: Pa
     parent.log_artifact(directory / "metric_vs_params.png")
 
 
+def _record_best_per_model(parent: TrackedRun, sweep: SweepSpec, summary: Summary) -> None:
+    import pandas as pd
+
+    rows = []
+    for model in sweep.branches:
+        scored = [row for row in summary.rows if row.values.get("model.name") == model
+                  and row.status in ("FINISHED", "STOPPED") and _finite(row.score)]
+        if not scored:
+            continue
+        best = (max if sweep.mode == "max" else min)(scored, key=lambda row: row.score)
+        parent.log_metrics({f"best_of/{model}/{sweep.metric}": best.score}, step=0)
+        searched = {key: value for key, value in best.values.items() if key != "model.name" and value is not None}
+        rows.append({"model": model, sweep.metric: best.score, "trials": len(scored), "trial": best.trial_id,
+                     "values": ", ".join(f"{key}={value}" for key, value in searched.items()),
+                     **{k: v for k, v in sorted(best.metrics.items()) if k.startswith("test/")}, "run_id": best.run_id})
+    if rows:
+        parent.client.log_table(parent.run_id, pd.DataFrame(rows), "best_per_model.json")
+
+
+def _domain(sweep: SweepSpec, key: str) -> Domain:
+    if key == "model.name":
+        return Domain.model_validate({"choice": list(sweep.branches)})
+    if key in sweep.space:
+        return sweep.space[key]
+    return next(sweep.branch_space(name)[key] for name in sweep.branches if key in sweep.branch_space(name))
+
+
 def plot_metric_against_values(sweep: SweepSpec, summary: Summary, path: Path) -> None:
     """One panel per swept key: each trial's score against its value; the best trial starred."""
     import matplotlib
@@ -104,12 +136,12 @@ def plot_metric_against_values(sweep: SweepSpec, summary: Summary, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(sweep.space)
+    keys = sweep.searched_keys()
     names = short_names(keys)
     figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     colours = {"FINISHED": "tab:blue", "STOPPED": "tab:orange"}
     for axis, key in zip(axes[0], keys):
-        domain = sweep.space[key]
+        domain = _domain(sweep, key)
         categorical = domain.kind in ("choice", "grid")
         labels = [str(v) for v in domain.args] if categorical else []
         for status, colour in colours.items():

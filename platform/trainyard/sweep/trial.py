@@ -30,7 +30,7 @@ from trainyard.errors import SpecError
 from trainyard.spec import set_path
 from trainyard.sweep.child_run import LOOK_UP
 from trainyard.sweep.reporting import FINAL_KEY, RUN_ID_KEY
-from trainyard.sweep.space import decode
+from trainyard.sweep.space import shown_values, trial_values, with_model
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,10 @@ class SweepJob:
         """The spec with this trial's sampled values set, validated against this node's registry."""
         from trainyard.validate import validate_experiment
 
-        data = self.spec
-        for key, value in config.items():
-            data = set_path(data, key, decode(value))
+        model, values = trial_values(config)
+        data = self.spec if model is None else with_model(self.spec, model)
+        for key, value in values.items():
+            data = set_path(data, key, value)
         try:
             return validate_experiment(data)
         except SpecError as error:  # checked on the driver already: here only a plugin mismatch
@@ -237,9 +238,12 @@ def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, A
     from trainyard.sweep.child_run import ChildRun
 
     runtime = ray.get_runtime_context()
+    trained = (experiment.model or experiment.algorithm).registered
     tags = job.tags | {"trainyard.ray.node_id": runtime.get_node_id(), "trainyard.ray.pid": str(os.getpid()),
                        "trainyard.trial.workers": str(job.workers),
-                       "trainyard.sweep.values": ", ".join(f"{k}={decode(v)}" for k, v in config.items())[:500]}
+                       # The family (plugin) and model of the trial: a sweep across models is read by them.
+                       "trainyard.family": trained.plugin, "trainyard.model": trained.name,
+                       "trainyard.sweep.values": ", ".join(f"{k}={v}" for k, v in shown_values(config).items())[:500]}
     return ChildRun.open(job.tracking_uri, job.experiment_id, job.parent_run_id, trial_id, f"trial-{trial_id}",
                          experiment.flat_params(), tags, existing)
 
