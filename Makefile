@@ -9,7 +9,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq clean
+.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer clean
 
 install: $(INSTALLED)
 
@@ -41,6 +41,10 @@ benchmark-validate: $(INSTALLED)
 # The sequence family's speed ratios, then G2P on the full CMUdict (about an hour on 2 CPU cores).
 benchmark-seq: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_seq.py speed g2p
+
+# The transformer family's speed ratios: LM training against nanoGPT's loop, the key-value cache, torch.compile.
+benchmark-transformer: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_transformer.py speed
 
 # pymdptoolbox (the `bench` extra) is only needed here: it is compared with in the same process.
 benchmark-mdp: $(INSTALLED)

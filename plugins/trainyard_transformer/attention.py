@@ -32,12 +32,22 @@ class Rotary(nn.Module):
         if head_dim % 2:
             raise ValueError(f"rotary positions need an even head size (d_model / heads), got {head_dim}")
         self.register_buffer("inv_freq", base ** (-torch.arange(0, head_dim, 2).float() / head_dim), persistent=False)
+        # cos and sin of every position so far, grown on demand: one module serves every block of a
+        # stack, so a decoding step does not recompute them per block and per step.
+        self._cos = self._sin = torch.empty(0)
+
+    def _tables(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cos.shape[0] < length or self._cos.device != device:
+            size = max(length, 2 * self._cos.shape[0], 64)
+            angles = torch.outer(torch.arange(size, device=device, dtype=torch.float32), self.inv_freq)  # (P, d/2)
+            self._cos, self._sin = angles.cos(), angles.sin()
+        return self._cos, self._sin
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """x: (B, h, T, d) at positions offset .. offset + T - 1."""
-        positions = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32)
-        angles = torch.outer(positions, self.inv_freq)  # (T, d/2)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        T = x.shape[-2]
+        cos, sin = self._tables(offset + T, x.device)
+        cos, sin = cos[offset:offset + T].to(x.dtype), sin[offset:offset + T].to(x.dtype)  # (T, d/2)
         first, second = x.chunk(2, dim=-1)  # (B, h, T, d/2) each
         return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
@@ -104,7 +114,7 @@ class MultiHeadAttention(nn.Module):
             out = weights @ v  # (B, h, T, d)
         else:
             weights = None
-            plain_causal = causal and key_mask is None and cache is None  # torch's own causal path
+            plain_causal = causal and key_mask is None and cache is None and q.shape[2] > 1  # torch's own causal path
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if plain_causal else mask,
                                                  dropout_p=dropout, is_causal=plain_causal)
         out = out.transpose(1, 2).reshape(B, T, D)  # (B, h, T, d) -> (B, T, D), also undoing (B', K*T)
@@ -118,7 +128,7 @@ class MultiHeadAttention(nn.Module):
         mask = None
         if key_mask is not None:
             mask = key_mask[:, None, None, :]  # (B, 1, 1, S)
-        if causal:
+        if causal and queries > 1:  # a single query (the newest position) sees every key anyway
             # The T queries are the last T positions of the S keys: query i sees keys 0 .. S - T + i.
             allowed = torch.ones(queries, keys, dtype=torch.bool, device=device).tril(diagonal=keys - queries)
             mask = allowed if mask is None else mask & allowed
