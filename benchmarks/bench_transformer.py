@@ -214,12 +214,11 @@ def charlm(args) -> None:
     budget = timer.time_elapsed("train")
     print(f"charlm lstm        ({parameter_count(lstm):,} parameters): best val bpc {m['best/val/bpc']:.3f}, "
           f"test bpc {m['test/bpc']:.3f}  ({budget / 60:.1f} min training)", flush=True)
-    for label, extra, callbacks in (
-            ("equal time  ", ["trainer.max_epochs=1000"], lambda: [Timer(duration={"seconds": budget})]),
-            ("equal epochs", [f"trainer.max_epochs={lstm.spec.trainer.max_epochs}"], list)):
+    for label, extra, timer in (
+            ("equal time  ", ["trainer.max_epochs=1000"], Timer(duration={"seconds": budget})),  # stops it
+            ("equal epochs", [f"trainer.max_epochs={lstm.spec.trainer.max_epochs}"], Timer())):
         transformer = load_experiment(EXPERIMENTS / "char_lm_pydoc.yaml", overrides + extra)
-        timer = Timer()
-        m = run_experiment(transformer, callbacks=[timer, *callbacks()], quiet=True).metrics
+        m = run_experiment(transformer, callbacks=[timer], quiet=True).metrics
         print(f"charlm transformer ({parameter_count(transformer):,} parameters), {label}: best val bpc "
               f"{m['best/val/bpc']:.3f}, test bpc {m['test/bpc']:.3f}  ({timer.time_elapsed('train') / 60:.1f} min "
               "training)", flush=True)

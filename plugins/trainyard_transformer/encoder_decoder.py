@@ -109,7 +109,7 @@ class TransformerEncoderDecoder(EncoderDecoderModel):
         _, decoded = self.decoder(self.target_embedding(previous), causal=True, memory=memory.keys_values,
                                   memory_mask=memory.mask, need_weights=True)
         self.train(was_training)
-        return {"encoder": torch.cat(encoded.self_weights)[:, :, :, :].float().cpu(),
+        return {"encoder": torch.cat(encoded.self_weights).float().cpu(),
                 "decoder": torch.cat(decoded.self_weights).float().cpu(),
                 "cross": torch.cat(decoded.cross_weights).float().cpu()}
 
