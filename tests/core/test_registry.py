@@ -86,9 +86,9 @@ def test_unset_allow_list_loads_every_plugin(plugin_site, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_site))
     reset_registry()
     statuses = {name: info.status for name, info in get_registry().plugins.items()}
-    # Every built-in family (cnn, rl, seq, text), the example plugin, and the broken ones set aside.
+    # Every built-in family (cnn, rl, seq, text, transformer), the example plugin, and the broken ones set aside.
     assert statuses == {"broken_hook": "broken", "broken_import": "broken", "cnn": "ok", "example": "ok", "rl": "ok",
-                        "seq": "ok", "text": "ok", "typo_hook": "broken"}
+                        "seq": "ok", "text": "ok", "transformer": "ok", "typo_hook": "broken"}
 
 
 # One test per hook, named after it (docs/hooks.md documents each).
