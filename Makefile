@@ -38,7 +38,7 @@ benchmark-sweep: $(INSTALLED)
 benchmark-validate: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_validate_cache.py
 
-# The sequence family's speed ratios, then G2P on the full CMUdict (about an hour on 2 CPU cores).
+# The sequence family's speed ratios, then G2P on the full CMUdict (about two hours on this 2-core CPU).
 benchmark-seq: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_seq.py speed g2p
 

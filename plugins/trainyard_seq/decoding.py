@@ -15,7 +15,8 @@ or <bos>: they are no output's tokens.
   the best log p(y|x) / lp(y) is chosen, lp being GNMT's length penalty (Wu et al. 2016):
   lp(y) = ((5 + |y|) / 6)^alpha, which stops short outputs from winning only by being short.
   A sequence stops as soon as no unfinished hypothesis can overtake its best finished one, so
-  one unlikely hypothesis does not keep the whole batch decoding. With K = 1 it is greedy
+  one unlikely hypothesis does not keep the whole batch decoding, and the decoder then runs on
+  the rows of the sequences still undecided only. With K = 1 it is greedy
   search, exactly.
 
 `model` is an EncoderDecoderModel (encoder_decoder.py): any network that can encode a source,
@@ -24,6 +25,7 @@ take one decoding step, and reorder its decoder state by rows.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -74,24 +76,40 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
     # whole history at every step.
     chosen_tokens, chosen_weights, back = [], [], []
     first_rows = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1)
+    hypotheses = torch.arange(K, device=device)
     best_possible = ((5.0 + max_length) / 6.0) ** length_penalty  # the largest lp(y) any output can have
+    # The sequences still being decided. The decoder runs on their rows only (the state holds
+    # those, in this order, and the memory those sources'): a decided sequence costs nothing more.
+    active, active_memory = torch.arange(B, device=device), memory
     for _ in range(max_length):
-        logits, state, step_weights = model.decode_step(previous, state, memory)
-        log_probs = _log_probs(logits, model)  # (B*K, V)
+        A = active.shape[0]
+        rows = (active.unsqueeze(1) * K + hypotheses).view(-1)  # (A*K,) their rows among the B*K
+        logits, state, step_weights = model.decode_step(previous[rows], state, active_memory)
+        log_probs = _log_probs(logits, model)  # (A*K, V)
         # A finished hypothesis continues with <pad> at no cost.
         done = torch.full_like(log_probs[:1], float("-inf"))
         done[0, model.pad_id] = 0.0
-        log_probs = torch.where(finished.unsqueeze(1), done, log_probs)
+        log_probs = torch.where(finished[rows].unsqueeze(1), done, log_probs)
         # The K best continuations of a sequence are among its hypotheses' K best next tokens.
-        top, top_tokens = log_probs.topk(min(K, log_probs.shape[-1]), dim=-1)  # (B*K, K)
-        candidates = (scores.view(-1, 1) + top).view(B, -1)  # (B, K*K)
-        scores, best = candidates.topk(K, dim=-1)  # (B, K)
-        parents = (first_rows + best // top.shape[-1]).view(-1)  # (B*K,): the row each survivor extends
-        chosen = top_tokens.view(B, -1).gather(1, best).view(-1)  # (B*K,)
+        top, top_tokens = log_probs.topk(min(K, log_probs.shape[-1]), dim=-1)  # (A*K, K)
+        candidates = (scores[active].view(-1, 1) + top).view(A, -1)  # (A, K*K)
+        best_scores, best = candidates.topk(K, dim=-1)  # (A, K)
+        local_parents = (torch.arange(A, device=device).unsqueeze(1) * K + best // top.shape[-1]).view(-1)
+        # Every row's token and back-pointer: a decided sequence's rows stay as they are, with <pad>.
+        parents = torch.arange(B * K, device=device)
+        parents[rows] = rows[local_parents]  # (B*K,): the row each survivor extends
+        chosen = torch.full((B * K,), model.pad_id, dtype=torch.long, device=device)
+        chosen[rows] = top_tokens.view(A, -1).gather(1, best).view(-1)
+        scores[active] = best_scores
         chosen_tokens.append(chosen)
-        chosen_weights.append(step_weights[parents] if step_weights is not None else None)
+        if step_weights is not None:
+            weights = step_weights.new_zeros(B * K, step_weights.shape[-1])
+            weights[rows] = step_weights[local_parents]
+            chosen_weights.append(weights)
+        else:
+            chosen_weights.append(None)
         back.append(parents)
-        state = model.reorder_state(state, parents)
+        state = model.reorder_state(state, local_parents)
         lengths = lengths[parents] + (~finished[parents]).long()
         finished = finished[parents] | (chosen == model.eos_id)
         previous = chosen
@@ -106,7 +124,13 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
         if dropped.any():
             scores = scores.masked_fill(dropped.view(B, K), float("-inf"))
             finished = finished | dropped
-        if finished.all():
+        going = ~finished.view(B, K).all(-1)[active]  # (A,) which active sequences remain
+        if not going.all():
+            kept = going.nonzero().squeeze(1)
+            state = model.reorder_state(state, (kept.unsqueeze(1) * K + hypotheses).view(-1))
+            active = active[kept]
+            active_memory = _rows(memory, active)
+        if active.numel() == 0:
             break
     choice = (scores.view(-1) / penalty).view(B, K).argmax(-1)  # (B,)
     rows = first_rows.squeeze(1) + choice
@@ -118,6 +142,19 @@ def beam_search(model, source: torch.Tensor, source_lengths: torch.Tensor, beam_
         rows = parents[rows]
     tokens = torch.stack(tokens[::-1], 1)  # (B, L)
     return Decoded(tokens, _attention(weights[::-1], tokens, model.pad_id))
+
+
+def _rows(memory, sources: torch.Tensor):
+    """The memory of these sources: its tensors have the batch first, alone or in dataclasses,
+    lists and tuples (each model's memory is one of those)."""
+    if isinstance(memory, torch.Tensor):
+        return memory[sources]
+    if dataclasses.is_dataclass(memory):
+        return dataclasses.replace(memory, **{f.name: _rows(getattr(memory, f.name), sources)
+                                              for f in dataclasses.fields(memory)})
+    if isinstance(memory, (list, tuple)):
+        return type(memory)(_rows(item, sources) for item in memory)
+    return memory
 
 
 def _log_probs(logits: torch.Tensor, model) -> torch.Tensor:

@@ -106,7 +106,8 @@ class Attention(nn.Module):
     # (B, K, H): the K hypotheses of a source share its keys, read once rather than K times.
     def bahdanau_additive(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         # v^T tanh(W s + U h_j), U h_j being the keys
-        hidden = torch.tanh(self.W(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, K, 1, H) + (B, 1, S, H)
+        hidden = (self.W(query).unsqueeze(2) + keys.unsqueeze(1)).tanh_()  # (B, K, 1, H) + (B, 1, S, H), in place:
+        # the sum is a fresh (B, K, S, H) tensor, the largest of a decoding step; no second one
         return self.v(hidden).squeeze(-1)  # (B, K, S)
 
     def luong_dot(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

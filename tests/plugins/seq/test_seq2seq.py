@@ -101,7 +101,8 @@ def test_beam_width_one_is_greedy_search(tmp_path, one_thread):
         greedy = model.greedy(batch["source"], batch["source_lengths"])
         beam = model.beam_search(batch["source"], batch["source_lengths"], beam_width=1, length_penalty=0.6)
         assert torch.equal(beam.tokens, greedy.tokens)
-        assert torch.equal(beam.attention, greedy.attention)
+        # The beam decodes only the rows still undecided: the same weights, up to float rounding.
+        torch.testing.assert_close(beam.attention, greedy.attention)
     # Far from perfect: the decoded outputs are not all the references.
     outputs = [model.target_text(model.target_pieces(row)) for row in greedy.tokens]
     assert outputs != batch["target_text"]
