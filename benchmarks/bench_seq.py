@@ -97,18 +97,24 @@ def lm_speed(repeats: int, epochs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "lm.yaml"
         spec.write_text(LM_SPEC % (epochs, Path(tmp) / "mlflow.db"))
-        built = build(load_experiment(spec))
-        built.data.setup("fit")
-        tokens = built.data.streams["train"].numel()
-        times = {"plain": [], "trainyard": []}
-        for _ in range(repeats):  # interleaved, so that machine noise hits both alike
-            times["plain"] += lm_plain(spec, epochs)[1:]  # the first epoch is warm-up
-            times["trainyard"] += lm_trainyard(spec, epochs)[1:]
+        compare_with_plain_loop(spec, repeats, epochs, lm_plain, "plain loop")
+
+
+def compare_with_plain_loop(spec: Path, repeats: int, epochs: int, plain, loop_name: str) -> None:
+    """A language model's time per training token under `trainyard run` and in `plain(spec,
+    epochs)`, interleaved `repeats` times; the first epoch of each is warm-up."""
+    built = build(load_experiment(spec))
+    built.data.setup("fit")
+    tokens = built.data.streams["train"].numel()
+    times = {"plain": [], "trainyard": []}
+    for _ in range(repeats):  # interleaved, so that machine noise hits both alike
+        times["plain"] += plain(spec, epochs)[1:]
+        times["trainyard"] += lm_trainyard(spec, epochs)[1:]
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, seconds in medians.items():
         print(f"lm   {name:9s}  {seconds:6.2f} s/epoch  {seconds / tokens * 1e6:6.2f} us/token "
               f"({len(times[name])} epochs of {tokens:,} training tokens)")
-    print(f"lm   trainyard / plain loop: {medians['trainyard'] / medians['plain']:.3f}x per token "
+    print(f"lm   trainyard / {loop_name}: {medians['trainyard'] / medians['plain']:.3f}x per token "
           f"(target <= 1.05)", flush=True)
 
 

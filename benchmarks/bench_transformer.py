@@ -28,7 +28,7 @@ from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import Timer
 
 from bench_seq import EXPERIMENTS as SEQ_EXPERIMENTS
-from bench_seq import lm_trainyard, quiet
+from bench_seq import compare_with_plain_loop, quiet
 from trainyard.build import build
 from trainyard.optim import build_scheduler
 from trainyard.run import run_experiment
@@ -91,20 +91,7 @@ def lm_plain(spec: Path, epochs: int) -> list[float]:
 
 def lm_speed(repeats: int, epochs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        spec = write_lm_spec(Path(tmp), epochs)
-        built = build(load_experiment(spec))
-        built.data.setup("fit")
-        tokens = built.data.streams["train"].numel()
-        times = {"plain": [], "trainyard": []}
-        for _ in range(repeats):  # interleaved, so that machine noise hits both alike
-            times["plain"] += lm_plain(spec, epochs)[1:]  # the first epoch is warm-up
-            times["trainyard"] += lm_trainyard(spec, epochs)[1:]
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    for name, seconds in medians.items():
-        print(f"lm   {name:9s}  {seconds:6.2f} s/epoch  {seconds / tokens * 1e6:6.2f} us/token "
-              f"({len(times[name])} epochs of {tokens:,} training tokens)")
-    print(f"lm   trainyard / nanoGPT-style loop: {medians['trainyard'] / medians['plain']:.3f}x per token "
-          f"(target <= 1.05)", flush=True)
+        compare_with_plain_loop(write_lm_spec(Path(tmp), epochs), repeats, epochs, lm_plain, "nanoGPT-style loop")
 
 
 # --- speed: generation with and without the key-value cache ------------------------------------

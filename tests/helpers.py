@@ -57,3 +57,26 @@ def unigram_bits(train: str, text: str) -> float:
     counts = collections.Counter(train)
     total, size = sum(counts.values()), len(counts) + 1
     return -sum(math.log2((counts.get(char, 0) + 1) / (total + size)) for char in text) / len(text)
+
+
+def trained_a_little(spec: Path, steps: int = 40):
+    """An encoder-decoder trained for a few dozen steps on its spec's data (far from perfect, so
+    that decoding has choices to make), and its validation batches."""
+    import torch
+
+    from trainyard.build import build
+    from trainyard.validate import load_experiment
+
+    built = build(load_experiment(spec))
+    model, data = built.model, built.data
+    data.setup("fit")
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
+    batches = list(data.train_dataloader())
+    for step in range(steps):
+        batch = batches[step % len(batches)]
+        loss = model._loss(model(batch["source"], batch["source_lengths"], batch["target"]), batch["target"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), list(data.val_dataloader())

@@ -11,6 +11,7 @@ schedules, clip gradients, and stop at trainer.max_steps counted in batches.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -94,8 +95,6 @@ def _step_warmup(spec: ScheduleSpec, total_steps: int, lr: float):
     root of the step (inverse_sqrt: Vaswani et al.'s schedule, with lr its peak at step w).
     A LambdaLR because torch has no inverse-square-root schedule, and one formula keeps the
     three alike."""
-    import math
-
     w = spec.warmup_steps
     floor = (spec.eta_min or 0.0) / lr
 

@@ -15,7 +15,7 @@ import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from helpers import EXPERIMENTS, subprocess_env, trainyard_command
+from helpers import EXPERIMENTS, subprocess_env, trained_a_little, trainyard_command
 from trainyard.build import build, make_trainer
 from trainyard.cli import app
 from trainyard.run import run_experiment
@@ -44,24 +44,6 @@ def write(folder: Path, seed: int = 0, attention: str = "additive", epochs: int 
     return path
 
 
-def trained_a_little(folder: Path, steps: int = 40):
-    """A model trained for a few dozen steps (far from perfect, so that decoding has choices to
-    make), and its validation batches."""
-    built = build(load_experiment(write(folder)))
-    model, data = built.model, built.data
-    data.setup("fit")
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    batches = list(data.train_dataloader())
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        loss = model._loss(model(batch["source"], batch["source_lengths"], batch["target"]), batch["target"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval(), list(data.val_dataloader())
-
-
 # --- attention -----------------------------------------------------------------------------------
 
 
@@ -81,7 +63,7 @@ def test_attention_weights_sum_to_one_over_the_input_and_padding_gets_none(kind)
 
 
 def test_decoded_attention_covers_the_real_source_tokens_only(tmp_path, one_thread):
-    model, batches = trained_a_little(tmp_path, steps=5)
+    model, batches = trained_a_little(write(tmp_path), steps=5)
     source = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 0, 0, 0]])
     lengths = torch.tensor([5, 2])
     decoded = model.greedy(source, lengths)
@@ -96,7 +78,7 @@ def test_decoded_attention_covers_the_real_source_tokens_only(tmp_path, one_thre
 
 
 def test_beam_width_one_is_greedy_search(tmp_path, one_thread):
-    model, batches = trained_a_little(tmp_path)
+    model, batches = trained_a_little(write(tmp_path))
     for batch in batches:
         greedy = model.greedy(batch["source"], batch["source_lengths"])
         beam = model.beam_search(batch["source"], batch["source_lengths"], beam_width=1, length_penalty=0.6)
@@ -109,7 +91,7 @@ def test_beam_width_one_is_greedy_search(tmp_path, one_thread):
 
 
 def test_a_batch_is_beam_searched_as_its_sequences_are_one_by_one(tmp_path, one_thread):
-    model, batches = trained_a_little(tmp_path)
+    model, batches = trained_a_little(write(tmp_path))
     batch = batches[0]
     together = model.beam_search(batch["source"], batch["source_lengths"], beam_width=3, length_penalty=0.6)
     for row in range(4):

@@ -11,6 +11,7 @@ import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from helpers import trained_a_little
 from trainyard.build import build, make_trainer
 from trainyard.cli import app
 from trainyard.run import run_experiment
@@ -38,25 +39,9 @@ def write(folder: Path, seed: int = 0, positions: str = "sinusoidal", epochs: in
     return path
 
 
-def trained_a_little(folder: Path, positions: str = "sinusoidal", steps: int = 40):
-    built = build(load_experiment(write(folder, positions=positions)))
-    model, data = built.model, built.data
-    data.setup("fit")
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    batches = list(data.train_dataloader())
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        loss = model._loss(model(batch["source"], batch["source_lengths"], batch["target"]), batch["target"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval(), list(data.val_dataloader())
-
-
 @pytest.mark.parametrize("positions", ["sinusoidal", "learned", "rotary"])
 def test_decoding_with_the_cache_gives_the_teacher_forced_logits(tmp_path, positions, one_thread):
-    model, batches = trained_a_little(tmp_path, positions, steps=5)
+    model, batches = trained_a_little(write(tmp_path, positions=positions), steps=5)
     batch = batches[0]
     source, lengths, target = batch["source"], batch["source_lengths"], batch["target"]
     whole = model(source, lengths, target)  # (B, T-1, V): every position at once
@@ -70,7 +55,7 @@ def test_decoding_with_the_cache_gives_the_teacher_forced_logits(tmp_path, posit
 
 
 def test_beam_width_one_is_greedy_and_a_batch_is_searched_as_its_rows_alone(tmp_path, one_thread):
-    model, batches = trained_a_little(tmp_path)
+    model, batches = trained_a_little(write(tmp_path))
     for batch in batches:
         greedy = model.greedy(batch["source"], batch["source_lengths"])
         beam = model.beam_search(batch["source"], batch["source_lengths"], beam_width=1, length_penalty=0.6)
