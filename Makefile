@@ -9,7 +9,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer clean
+.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer benchmark-repr clean
 
 install: $(INSTALLED)
 
@@ -45,6 +45,10 @@ benchmark-seq: $(INSTALLED)
 # The transformer family's speed ratios: LM training against nanoGPT's loop, the key-value cache, torch.compile.
 benchmark-transformer: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_transformer.py speed
+
+# The representation-learning family's figures over three seeds and splits (about 20 minutes).
+benchmark-repr: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_repr.py
 
 # pymdptoolbox (the `bench` extra) is only needed here: it is compared with in the same process.
 benchmark-mdp: $(INSTALLED)

@@ -105,9 +105,12 @@ def _prepare_model(experiment: Experiment, built: Built, workdir: Path | None) -
     spec = experiment.spec
     model = experiment.components["model"]
     if spec.model.init_from:
+        source, layers = spec.model.init_from, spec.model.init_layers
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            path = transfer.fetch_checkpoint(spec.model.init_from, tracking_uri(spec.tracking.uri), Path(tmp))
-            built.notes.append(transfer.load_weights(built.model, path, spec.model.init_from).summary())
+            path = transfer.fetch_checkpoint(source, tracking_uri(spec.tracking.uri), Path(tmp))
+            report = (transfer.load_mapped_weights(built.model, path, source, layers) if layers
+                      else transfer.load_weights(built.model, path, source))
+            built.notes.append(report.summary())
     if spec.model.freeze:
         transfer.freeze(built.model, spec.model.freeze)
         built.notes.append(f"froze {', '.join(spec.model.freeze)}")

@@ -44,6 +44,12 @@ class ModelRef(ComponentRef):
         None,
         description="Start from trained weights: an MLflow run id, a runs:/ URI or a checkpoint path.",
     )
+    init_layers: dict[str, str] = Field(
+        default_factory=dict,
+        description="With init_from: copy only these layers, checkpoint prefix -> this model's prefix (e.g. "
+                    "{encoder: net.encoder}); every tensor under each must fit. Empty: every tensor whose name "
+                    "and shape match.",
+    )
     freeze: list[str] = Field(
         default_factory=list,
         description="Submodules (dotted names, e.g. net.features) kept fixed during training.",

@@ -32,6 +32,9 @@ class ImageDataParams(Params):
     split_seed: int = Field(0, ge=0, description="Seed of the train/val/test split (independent of the run's seed).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process).")
     augment: AugmentParams = Field(default_factory=AugmentParams, description="Training-time augmentation.")
+    labels_per_class: int | None = Field(
+        None, ge=1, description="Keep only this many labelled images per class in training and in validation "
+                                "(few-label learning; the test set is unchanged).")
 
 
 class ImageDataModule(LightningDataModule):
@@ -55,6 +58,9 @@ class ImageDataModule(LightningDataModule):
         arrays = self.load()
         images, labels = arrays["train"]
         train, val = _split(labels, self.params.val_fraction, self.params.split_seed)
+        if self.params.labels_per_class:
+            train, val = (_per_class(labels, indices, self.params.labels_per_class, self.params.split_seed)
+                          for indices in (train, val))
         self.splits = {"train": _tensors(images[train], labels[train]),
                        "val": _tensors(images[val], labels[val]),
                        "test": _tensors(*arrays["test"])}
@@ -96,6 +102,12 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
     classes = int((counts > 0).sum())
     stratify = labels if counts[counts > 0].min() >= 2 and classes <= min(held_out, len(labels) - held_out) else None
     return train_test_split(np.arange(len(labels)), test_size=fraction, stratify=stratify, random_state=seed)
+
+
+def _per_class(labels: np.ndarray, indices: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """The first `count` of `indices` of each class, in an order shuffled by `seed`."""
+    shuffled = np.random.default_rng(seed).permutation(indices)
+    return np.sort(np.concatenate([shuffled[labels[shuffled] == label][:count] for label in np.unique(labels)]))
 
 
 def _split_test(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> dict[str, Arrays]:
