@@ -46,9 +46,11 @@ benchmark-seq: $(INSTALLED)
 benchmark-transformer: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_transformer.py speed
 
-# The representation-learning family's figures over three seeds and splits (about 20 minutes).
+# The representation-learning family's figures over three seeds and splits (about 20 minutes),
+# then word2vec against gensim (agreement and words per second, one thread each).
 benchmark-repr: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_repr.py
+	$(BIN)/python benchmarks/bench_word2vec.py
 
 # pymdptoolbox (the `bench` extra) is only needed here: it is compared with in the same process.
 benchmark-mdp: $(INSTALLED)

@@ -122,6 +122,10 @@ def _prepare_model(experiment: Experiment, built: Built, workdir: Path | None) -
         raise SpecError([Problem("model.freeze", _first_line(error))]) from None
     except ValueError as error:
         raise SpecError([Problem("model.name", f"{model.registered.name}: {_first_line(error)}")]) from None
+    sparse = optim.sparse_gradient_parameters(built.model)
+    if sparse and spec.trainer.gradient_clip_val is not None:
+        raise SpecError([Problem("trainer.gradient_clip_val", f"{model.registered.name}: {next(iter(sparse.values()))} "
+                                                              "gets sparse gradients, which torch cannot clip")])
     _check_manual_optimization(experiment, built)
 
 

@@ -247,8 +247,9 @@ def _build_model(registered, registry, params, example: Example, folder: Path):
     model = registered.component.build(params, ctx)
     _now("optimizers")
     component = registered.component
-    specs = {name: OptimizerSpec() for name in component.optimizer_names} if component.optimizer_names \
-        else OptimizerSpec()
+    # The defaults (Adam), or SGD for a model with sparse gradients: the only one that applies them.
+    default = OptimizerSpec(name="sgd") if optim.sparse_gradient_parameters(model) else OptimizerSpec()
+    specs = {name: default for name in component.optimizer_names} if component.optimizer_names else default
     try:
         optim.attach_optimizers(model, specs, ScheduleSpec(), 1, declared=component.optimizers)
     except ValueError as error:  # the declaration and the module disagree

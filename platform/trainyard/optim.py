@@ -31,6 +31,23 @@ class NothingToTrain(ValueError):
     """An optimizer would train no parameter: model.freeze froze all it would train."""
 
 
+def sparse_gradient_parameters(module: torch.nn.Module) -> dict[int, str]:
+    """The parameters that get sparse gradients (nn.Embedding(sparse=True) and EmbeddingBag's):
+    id -> name. Only plain SGD without weight decay, and no gradient clipping, can take them."""
+    return {id(parameter): f"{name}.weight" if name else "weight" for name, child in module.named_modules()
+            if isinstance(child, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and child.sparse
+            for parameter in (child.weight,)}
+
+
+def check_sparse_gradients(spec: OptimizerSpec, parameters, sparse: dict[int, str], name: str | None = None) -> None:
+    """Refuse, before training, an optimizer that would fail at its first step on sparse gradients."""
+    touched = [sparse[id(p)] for p in parameters if id(p) in sparse and p.requires_grad]
+    if touched and (spec.name != "sgd" or spec.weight_decay):
+        section = f"optimizer.{name}" if name else "optimizer"
+        raise ValueError(f"{touched[0]} gets sparse gradients, which only {section}.name sgd without weight_decay "
+                         f"can apply (torch has no sparse {spec.name}{' with weight decay' if spec.weight_decay else ''})")
+
+
 def build_optimizer(spec: OptimizerSpec, parameters, name: str | None = None) -> torch.optim.Optimizer:
     """The optimiser over the parameters that are not frozen."""
     trainable = [p for p in parameters if p.requires_grad]
@@ -67,6 +84,10 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
             interval = "step"
         case "cosine":
             scheduler = sched.CosineAnnealingLR(optimizer, T_max=main_epochs, eta_min=spec.eta_min or 0.0)
+        case "linear":  # per step, as word2vec's rate falls word by word
+            scheduler = sched.LinearLR(optimizer, start_factor=1.0, end_factor=(spec.eta_min or 0.0) / lr,
+                                       total_iters=max(1, total_steps))
+            interval = "step"
         case "onecycle":
             scheduler = sched.OneCycleLR(optimizer, max_lr=spec.max_lr or 10 * lr, total_steps=total_steps)
             interval = "step"
@@ -91,10 +112,11 @@ def build_scheduler(spec: ScheduleSpec, optimizer: torch.optim.Optimizer, max_ep
 
 def _step_warmup(spec: ScheduleSpec, total_steps: int, lr: float):
     """The factor of lr at optimizer step s (from 0): a linear rise over warmup_steps w, then
-    constant (none), a cosine to eta_min over the remaining steps (cosine), or the inverse square
+    constant (none), a cosine or a straight line to eta_min over the remaining steps (cosine,
+    linear), or the inverse square
     root of the step (inverse_sqrt: Vaswani et al.'s schedule, with lr its peak at step w).
     A LambdaLR because torch has no inverse-square-root schedule, and one formula keeps the
-    three alike."""
+    four alike."""
     w = spec.warmup_steps
     floor = (spec.eta_min or 0.0) / lr
 
@@ -104,9 +126,11 @@ def _step_warmup(spec: ScheduleSpec, total_steps: int, lr: float):
             return s / w
         if spec.name == "inverse_sqrt":
             return math.sqrt(w / s)
+        progress = min(1.0, (s - w) / max(1, total_steps - w))
         if spec.name == "cosine":
-            progress = min(1.0, (s - w) / max(1, total_steps - w))
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if spec.name == "linear":
+            return floor + (1.0 - floor) * (1.0 - progress)
         return 1.0
 
     return factor
@@ -144,6 +168,10 @@ def attach_optimizers(module: LightningModule, optimizer: OptimizerSpec | Mappin
                              "is frozen (check model.freeze)")
     if not names and not any(p.requires_grad for p in module.parameters()):
         raise NothingToTrain("every parameter is frozen: nothing to train (check model.freeze)")
+    sparse = sparse_gradient_parameters(module)
+    for name in names or [None]:
+        section, part = (optimizer[name], module.get_submodule(declared[name])) if name else (optimizer, module)
+        check_sparse_gradients(section, part.parameters(), sparse, name)
 
     def configure_optimizers(self: LightningModule):
         total_steps = int(min(self.trainer.estimated_stepping_batches, max_steps or float("inf")))

@@ -95,19 +95,21 @@ SCHEDULE_OPTIONS = {
     "multistep": {"milestones", "gamma"},
     "exponential": {"gamma"},
     "cosine": {"eta_min"},
+    "linear": {"eta_min"},
     "onecycle": {"max_lr"},
     "plateau": {"monitor", "mode", "factor", "patience"},
     "inverse_sqrt": set(),
 }
 # Warm-up counted in optimizer steps leads into a schedule stepped at every step too.
-STEP_WARMUP_SCHEDULES = ("none", "cosine", "inverse_sqrt")
+STEP_WARMUP_SCHEDULES = ("none", "cosine", "linear", "inverse_sqrt")
 
 
 class ScheduleSpec(Section):
-    """Learning-rate schedule: a torch.optim.lr_scheduler, stepped per epoch (onecycle, and any
-    schedule with warmup_steps: per step)."""
+    """Learning-rate schedule: a torch.optim.lr_scheduler, stepped per epoch (onecycle, linear, and
+    any schedule with warmup_steps: per step)."""
 
-    name: Literal["none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau", "inverse_sqrt"] = Field(
+    name: Literal["none", "step", "multistep", "exponential", "cosine", "linear", "onecycle", "plateau",
+                  "inverse_sqrt"] = Field(
         "none", description="Schedule."
     )
     warmup_epochs: int = Field(0, ge=0, description="Linear warm-up from lr/10 before the schedule.")
@@ -116,7 +118,7 @@ class ScheduleSpec(Section):
     step_size: int | None = Field(None, ge=1, description="Epochs between decays (step).")
     milestones: list[int] | None = Field(None, min_length=1, description="Epochs at which to decay (multistep).")
     gamma: float | None = Field(None, gt=0, le=1, description="Decay factor (step, multistep, exponential).")
-    eta_min: float | None = Field(None, ge=0, description="Final learning rate (cosine).")
+    eta_min: float | None = Field(None, ge=0, description="Final learning rate (cosine, linear).")
     max_lr: float | None = Field(None, gt=0, description="Peak learning rate (onecycle; default 10x lr).")
     monitor: str | None = Field(None, description="Metric watched by plateau (default val/loss).")
     mode: Literal["min", "max"] | None = Field(None, description="Whether the monitored metric should fall or rise.")

@@ -11,6 +11,8 @@ Models (images from the CNN family's data modules, cnn.digits or cnn.mnist; no c
     repr.vae                variational autoencoder, beta-VAE, KL warm-up    vae.py
     repr.classifier         an MLP classifier whose encoder is the autoencoder's
     repr.word2vec           skip-gram and CBOW with negative sampling       word2vec.py
+Data:
+    repr.words              a text corpus as word2vec's windows (subsampled) words.py
 Every code model reports, in the same run, PCA with the same code size (`test/pca_mse`) and
 linear probes on the frozen codes (baselines.py); reports are in plots.py. Encoders carry into
 classifiers with `model.init_from: {source: <run>, layers: {...}}` (networks.py lists the names).

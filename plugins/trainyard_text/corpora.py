@@ -119,6 +119,17 @@ def split(items: Sequence[T], val_fraction: float, test_fraction: float, seed: i
     return {name: [items[i] for i in sorted(parts[name].tolist())] for name in SPLITS}
 
 
+def split_documents(source: str | Path, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[str]]:
+    """The texts of a corpus (`pydoc`, or a file or folder) split into train / val / test by
+    document, so that a paragraph never straddles two splits; a single file's paragraphs are its
+    documents."""
+    found = pydoc_documents() if str(source) == "pydoc" else read_documents(source)
+    texts = [text for _, text in found]
+    if len(texts) < 3:
+        texts = [part for text in texts for part in text.split("\n\n") if part.strip()]
+    return split(texts, val_fraction, test_fraction, seed)
+
+
 def split_by_key(pairs: Sequence[T], key: Callable[[T], Hashable], val_fraction: float, test_fraction: float,
                  seed: int) -> dict[str, list[T]]:
     """Like `split`, but every pair with the same `key(pair)` lands in the same split.

@@ -78,12 +78,7 @@ class Corpus(LightningDataModule):
     def documents(self) -> dict[str, list[str]]:
         """The split's texts. Documents, not lines, are split: a paragraph never straddles two splits."""
         p = self.params
-        found = corpora.pydoc_documents() if p.source == "pydoc" else corpora.read_documents(p.source)
-        texts = [text for _, text in found]
-        if len(texts) < 3:
-            # One file: its paragraphs are the documents.
-            texts = [part for text in texts for part in text.split("\n\n") if part.strip()]
-        parts = corpora.split(texts, p.val_fraction, p.test_fraction, p.split_seed)
+        parts = corpora.split_documents(p.source, p.val_fraction, p.test_fraction, p.split_seed)
         joined = {name: "\n\n".join(items) for name, items in parts.items()}
         if p.max_chars is not None:
             joined = {name: text[:p.max_chars] for name, text in joined.items()}

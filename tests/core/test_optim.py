@@ -119,3 +119,22 @@ def test_warmup_steps_need_a_per_step_schedule():
         ScheduleSpec(warmup_steps=10, warmup_epochs=1)
     with pytest.raises(ValueError, match="inverse_sqrt schedule needs warmup_steps"):
         ScheduleSpec(name="inverse_sqrt")
+
+
+def test_linear_falls_step_by_step_to_eta_min():
+    # word2vec's rate: from lr at the first step to eta_min after the last one.
+    assert lr_per_step(ScheduleSpec(name="linear", eta_min=0.2), 6, total_steps=4) == [1.0, 0.8, 0.6, 0.4, 0.2, 0.2]
+    assert lr_per_step(ScheduleSpec(name="linear", warmup_steps=2), 6, total_steps=6) == [0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_sparse_gradients_need_plain_sgd():
+    from trainyard.optim import check_sparse_gradients, sparse_gradient_parameters
+
+    module = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Linear(4, 2))
+    sparse = sparse_gradient_parameters(module)
+    assert list(sparse.values()) == ["0.weight"]
+    check_sparse_gradients(OptimizerSpec(name="sgd", momentum=0.9), module.parameters(), sparse)
+    for spec, reason in ((OptimizerSpec(name="adam"), "no sparse adam"),
+                         (OptimizerSpec(name="sgd", weight_decay=0.01), "no sparse sgd with weight decay")):
+        with pytest.raises(ValueError, match=reason):
+            check_sparse_gradients(spec, module.parameters(), sparse)
