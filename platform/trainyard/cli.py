@@ -36,6 +36,17 @@ app = typer.Typer(name="trainyard", no_args_is_help=True, add_completion=False,
 plugins_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
                           help="List installed plugins and their components.")
 app.add_typer(plugins_app, name="plugins")
+
+
+@app.callback()
+def options(allow_local_imports: Annotated[bool, typer.Option(
+        "--allow-local-imports", help="Let a spec import modules that no installed distribution provides (a "
+                                      "Gymnasium id's module: prefix), from the current folder.")] = False):
+    """Experiments described in YAML, trained with Lightning, tracked in MLflow."""
+    if allow_local_imports:
+        from trainyard.environments import ALLOW_LOCAL_IMPORTS
+
+        os.environ[ALLOW_LOCAL_IMPORTS] = "1"  # in the environment, so that sweep workers inherit it
 plugin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check a plugin against the platform's contract.")
 app.add_typer(plugin_app, name="plugin")
 
@@ -57,9 +68,12 @@ def load(spec: Path, overrides: list[str] | None):
     from trainyard.validate import load_experiment
 
     try:
-        return load_experiment(spec, overrides or [])
+        experiment = load_experiment(spec, overrides or [])
     except SpecError as error:
         raise bad_input(error) from None
+    for warning in experiment.warnings:
+        err.print(f"{spec.name}: warning: {warning}", markup=False)
+    return experiment
 
 
 @app.command()

@@ -10,8 +10,12 @@ component's params (unknown keys rejected, types from the defaults), plus `max_e
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import inspect
+import os
 import re
+import sys
 from typing import Any
 
 from pydantic import Field, create_model
@@ -41,8 +45,10 @@ def gymnasium_component(env_id: str) -> Component:
     import gymnasium
     from gymnasium.envs.registration import _find_spec
 
+    module = env_id.split(":")[0] if ":" in env_id.split("/")[0] else None
     try:
-        env_spec = _find_spec(env_id)  # imports "module:" prefixes, as gymnasium.make does
+        with _installed_imports_only(module):
+            env_spec = _find_spec(env_id)  # imports "module:" prefixes, as gymnasium.make does
     except (gymnasium.error.Error, ModuleNotFoundError) as error:
         raise LookupError(_unknown(env_id, error)) from None
     params = _constructor_params(env_spec)
@@ -59,6 +65,31 @@ def gymnasium_component(env_id: str) -> Component:
     doc = (inspect.getdoc(_entry_point(env_spec)) or "").strip().splitlines()
     return Component("environment", "gymnasium_env", build, params,
                      f"Gymnasium environment {env_spec.id}" + (f": {doc[0]}" if doc else ""))
+
+
+ALLOW_LOCAL_IMPORTS = "TRAINYARD_ALLOW_LOCAL_IMPORTS"  # set by `trainyard --allow-local-imports`
+
+
+@contextlib.contextmanager
+def _installed_imports_only(module: str | None):
+    """Let a spec import `module` only from an installed distribution (or the standard library):
+    never from the current folder, which `python -m` puts on sys.path, so that a `mod.py` lying
+    beside an untrusted spec cannot run. `trainyard --allow-local-imports` lifts this."""
+    if module is None or os.environ.get(ALLOW_LOCAL_IMPORTS) == "1":
+        yield
+        return
+    top = module.split(".")[0]
+    installed = importlib.metadata.packages_distributions()
+    if top not in installed and top not in sys.stdlib_module_names:
+        raise LookupError(f"{module!r} is not a module of an installed distribution: a spec imports only "
+                          "those (trainyard --allow-local-imports allows a local module)")
+    here = {"", ".", os.getcwd()}
+    saved = sys.path[:]
+    sys.path[:] = [entry for entry in sys.path if entry not in here and os.path.abspath(entry or ".") != os.getcwd()]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def _unknown(env_id: str, error: BaseException) -> str:

@@ -483,13 +483,79 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Bounds on what a spec (or a --set value) may make the YAML loader build, checked on yaml's event
+# stream before anything is built: a few anchors can expand to millions of nodes (an "alias bomb")
+# and deep nesting exhausts Python's recursion. Real specs are a few kB, 5 levels, 200 values.
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 100_000
+
+
+class YAMLTooLarge(ValueError):
+    """A YAML document beyond the bounds above (a one-line message)."""
+
+
+def check_yaml_bounds(text: str) -> None:
+    """Raise YAMLTooLarge when `text` is over MAX_YAML_BYTES, nests deeper than MAX_YAML_DEPTH,
+    or holds more than MAX_YAML_VALUES values once its aliases are expanded. Reads the event
+    stream (libyaml's, when present: no recursion, nothing built), keeping for each anchor the
+    size and height of what it names, so an alias costs what its expansion would."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_YAML_BYTES:
+        raise YAMLTooLarge(f"{size / 1e6:.1f} MB of YAML; the limit is {MAX_YAML_BYTES / 1e6:.0f} MB")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (values, height) of the node it names
+    open_nodes: list[list] = [[None, 0, 0]]  # [anchor, values, height] per open collection; [0] is the stream
+
+    def add(values: int, height: int) -> None:
+        parent = open_nodes[-1]
+        parent[1] += values
+        parent[2] = max(parent[2], height)
+        if open_nodes[0][1] + sum(node[1] for node in open_nodes[1:]) > MAX_YAML_VALUES:
+            raise YAMLTooLarge(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded")
+        if len(open_nodes) - 1 + height > MAX_YAML_DEPTH:
+            raise YAMLTooLarge(f"nested more than {MAX_YAML_DEPTH} levels deep")
+
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                open_nodes.append([event.anchor, 1, 0])
+                if len(open_nodes) - 1 > MAX_YAML_DEPTH:
+                    raise YAMLTooLarge(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                anchor, values, height = open_nodes.pop()
+                if anchor is not None:
+                    anchors[anchor] = (values, height + 1)
+                add(values, height + 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    anchors[event.anchor] = (1, 1)
+                add(1, 1)
+            elif isinstance(event, yaml.AliasEvent):
+                add(*anchors.get(event.anchor, (1, 1)))  # an unknown anchor: the loader reports it
+    except yaml.YAMLError:
+        return  # malformed: the loader says where, in its own words
+
+
+def load_yaml(text: str) -> Any:
+    """yaml's safe load within the bounds above; duplicate keys are an error. Raises YAMLTooLarge
+    or yaml.YAMLError."""
+    check_yaml_bounds(text)
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a spec file into a mapping. Raises SpecError (one line) on any problem."""
     source = path.name
     if not path.is_file():
         raise SpecError([Problem("", f"no such spec file: {path}")], source)
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise SpecError([Problem("", f"{path.stat().st_size / 1e6:.1f} MB; a spec is limited to "
+                                     f"{MAX_YAML_BYTES / 1e6:.0f} MB")], source)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except YAMLTooLarge as error:
+        raise SpecError([Problem("", f"refused: {error}")], source) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -517,7 +583,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> tuple[dict[st
             problems.append(Problem("--set", f"expected KEY=VALUE with a dotted key, got {item!r}"))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text) if text.strip() else ""
+        except YAMLTooLarge as error:
+            problems.append(Problem("--set", f"{key}: refused: {error}"))
+            continue
         except yaml.YAMLError:
             value = text
         try:

@@ -42,6 +42,7 @@ class Experiment:
     path: Path | None = None
     overrides: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # the spec as written, --set applied
+    warnings: list[str] = field(default_factory=list)  # one line each, shown before the run
 
     def __getattr__(self, section: str) -> Resolved | None:
         if section in SECTION_KIND:
@@ -111,15 +112,64 @@ def validate_experiment(data: dict[str, Any], registry: Registry | None = None,
     problems, spec, components = _check(data, registry)
     if spec is not None and not problems:
         problems += _check_optimizers(data, spec, components)
+    warnings: list[str] = []
     if spec is not None and not problems:
         problems += _check_metrics(spec, components)
+        if spec.sweep is None and spec.kind != "algorithm":  # a sweep's trials: checked against the cluster
+            device_problems, warnings = check_devices(spec.trainer)
+            problems += device_problems
         if spec.sweep is not None:
             problems += _check_sweep(data, spec, registry) + _check_sweep_training(spec)
             if spec.sweep.branches and not problems:
                 problems += _check_branches(data, spec, registry)
     if problems:
         raise SpecError([_mark_overridden(problem, overridden) for problem in problems])
-    return Experiment(spec, components, overrides=list(overridden), data=data)
+    return Experiment(spec, components, overrides=list(overridden), data=data, warnings=warnings)
+
+
+CPU_OVERSUBSCRIPTION = 4  # more CPU processes than this many per core is refused
+
+
+def check_devices(trainer) -> tuple[list[Problem], list[str]]:
+    """What `trainer.accelerator` and `trainer.devices` ask of this machine, against what it has:
+    problems for what it cannot do (a GPU where there is none, more GPUs than it has, more than
+    CPU_OVERSUBSCRIPTION CPU processes per core), and a warning for more CPU processes than cores
+    (they share the cores: useful to test data-parallel code, slow to train)."""
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = torch.cuda.device_count()
+    has = f"this machine has {gpus} GPU{'s' if gpus != 1 else ''} and {cores} CPU core{'s' if cores != 1 else ''}"
+    accelerator, devices = trainer.accelerator, trainer.devices
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        return [Problem("trainer.accelerator", f"{accelerator} asked for, but {has}")], []
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        return [Problem("trainer.accelerator", f"mps asked for, but this machine has no Apple GPU ({has})")], []
+    if accelerator == "tpu":
+        import importlib.util
+
+        if importlib.util.find_spec("torch_xla") is None:
+            return [Problem("trainer.accelerator", f"tpu asked for, but torch_xla is not installed ({has})")], []
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
+        if isinstance(devices, int) and devices > gpus:
+            return [Problem("trainer.devices", f"{devices} GPUs asked for, but {has}")], []
+        if isinstance(devices, list) and any(index >= gpus or index < 0 for index in devices):
+            return [Problem("trainer.devices", f"GPUs {devices} asked for, but {has} (numbered from 0)")], []
+        return [], []
+    if accelerator not in ("cpu", "auto"):
+        return [], []
+    if isinstance(devices, list):
+        return [Problem("trainer.devices", f"a list names GPUs, and {has}: on CPU give a number of processes")], []
+    processes = 1 if devices == "auto" else devices
+    if processes > CPU_OVERSUBSCRIPTION * cores:
+        return [Problem("trainer.devices", f"{processes} CPU processes asked for, more than {CPU_OVERSUBSCRIPTION} "
+                                           f"per core: {has}")], []
+    if processes > cores:
+        return [], [f"trainer.devices: {processes} CPU processes on {cores} core{'s' if cores != 1 else ''} share "
+                    "them: fine for testing data-parallel code, slow for training"]
+    return [], []
 
 
 def _check(data: dict[str, Any], registry: Registry) -> tuple[list[Problem], ExperimentSpec | None, dict]:

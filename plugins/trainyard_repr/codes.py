@@ -84,12 +84,14 @@ class CodeModel(LightningModule):
         images, codes, labels = (np.concatenate(self.test_outputs[key]) for key in ("images", "codes", "labels"))
         train_images, train_codes, train_labels = self._training_codes(datamodule)
         pca_mse, pca = baselines.pca_baseline(train_images, images, self.code_size, self.seed)
-        flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+        # The probe is fitted on the first training images, those whose codes were kept.
+        probe_images = train_images[:len(train_labels)].reshape(len(train_labels), -1)
         self.baselines = {
             "test/pca_mse": pca_mse,
             "test/probe_acc": baselines.probe_accuracy(train_codes, train_labels, codes, labels, self.seed),
-            "test/pca_probe_acc": baselines.probe_accuracy(pca.transform(flat(train_images)), train_labels,
-                                                           pca.transform(flat(images)), labels, self.seed),
+            "test/pca_probe_acc": baselines.probe_accuracy(pca.transform(probe_images), train_labels,
+                                                           pca.transform(images.reshape(len(images), -1)), labels,
+                                                           self.seed),
         }
         # On this process's share of the test set; averaged over the processes of multi-device runs.
         self.log_dict(self.baselines, sync_dist=True)

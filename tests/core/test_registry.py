@@ -86,9 +86,10 @@ def test_unset_allow_list_loads_every_plugin(plugin_site, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_site))
     reset_registry()
     statuses = {name: info.status for name, info in get_registry().plugins.items()}
-    # Every built-in family (cnn, rl, seq, text, transformer), the example plugin, and the broken ones set aside.
-    assert statuses == {"broken_hook": "broken", "broken_import": "broken", "cnn": "ok", "example": "ok", "rl": "ok",
-                        "seq": "ok", "text": "ok", "transformer": "ok", "typo_hook": "broken"}
+    # Every built-in family (cnn, gan, repr, rl, seq, text, transformer), the example plugin, and the broken ones
+    # set aside.
+    assert statuses == {"broken_hook": "broken", "broken_import": "broken", "cnn": "ok", "example": "ok", "gan": "ok",
+                        "repr": "ok", "rl": "ok", "seq": "ok", "text": "ok", "transformer": "ok", "typo_hook": "broken"}
 
 
 # One test per hook, named after it (docs/hooks.md documents each).
@@ -102,7 +103,8 @@ def test_hook_register_models():
 
 def test_hook_register_datamodules():
     names = get_registry().names("datamodule")
-    assert names == ["cnn.cifar10", "cnn.digits", "cnn.mnist", "cnn.volumes", "text.corpus", "text.pairs"]
+    assert names == ["cnn.cifar10", "cnn.digits", "cnn.mnist", "cnn.volumes", "gan.grid", "gan.ring", "gan.spiral",
+                     "repr.words", "text.corpus", "text.pairs"]
 
 
 def test_hook_register_environments(use_plugins):

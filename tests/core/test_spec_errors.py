@@ -72,7 +72,8 @@ CASES = {
     "unknown component": (
         VALID.replace("cnn.lenet5", "cnn.lenet6"),
         ["lenet5.yaml: model.name: unknown model 'cnn.lenet6' (did you mean 'cnn.lenet5'?); "
-         "available: cnn.alexnet, cnn.lenet5, cnn.resnet, cnn.vgg, repr.autoencoder, repr.classifier, "
+         "available: cnn.alexnet, cnn.lenet5, cnn.resnet, cnn.vgg, gan.conditional, gan.dcgan, gan.mlp, "
+         "repr.autoencoder, repr.classifier, "
          "repr.conv_autoencoder, repr.vae, repr.word2vec, rl.dqn, seq.rnn_lm, seq.seq2seq, "
          "transformer.decoder_lm, transformer.encoder_classifier, transformer.encoder_decoder"],
     ),
