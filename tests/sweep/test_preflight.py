@@ -81,3 +81,14 @@ def test_a_cluster_that_may_grow_only_gets_a_warning():
                                    "s3://b/s", 4, 1, 1)
     assert problems == []
     assert [w.split(":")[0] for w in warnings] == ["sweep.workers", "sweep.resources.gpu"]
+
+
+def test_a_cluster_of_one_remote_node_needs_a_server_and_shared_storage_too(tmp_path):
+    remote = Cluster([Node("n0", "10.0.0.7", 2, 0)], local=False, driver_address="10.0.0.1")
+    problems, _ = preflight(remote, f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path), 1, 1, 0)
+    assert paths(problems) == ["tracking.uri", "sweep.storage_path"]
+    assert "trials on the cluster's node (another machine) write their runs" in problems[0].message
+    assert artifact_problems(remote, str(tmp_path)) != []
+    # The same node on this machine (a local Ray instance, or `ray start` here) may use both.
+    here = Cluster([Node("n0", "10.0.0.1", 2, 0)], local=False, driver_address="10.0.0.1")
+    assert preflight(here, f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path), 1, 1, 0) == ([], [])

@@ -38,6 +38,20 @@ class Node:
 class Cluster:
     nodes: list[Node]
     local: bool  # a Ray instance started by this command, not a cluster it joined
+    driver_address: str | None = None  # this machine's address as Ray sees it (None: unknown)
+
+    @property
+    def other_machines(self) -> bool:
+        """Whether some node is another machine than this one: nodes at several addresses, or
+        one node at an address that is not this machine's (joined with --address)."""
+        addresses = {node.address for node in self.nodes}
+        return len(addresses) > 1 or (self.driver_address is not None and bool(addresses - {self.driver_address}))
+
+    @property
+    def elsewhere(self) -> bool:
+        """Whether trials write from more than this one process tree: several nodes (even on one
+        machine, their files are not each other's), or a node on another machine."""
+        return len(self.nodes) > 1 or self.other_machines
 
     @property
     def cpus(self) -> float:
@@ -68,7 +82,7 @@ def connect(address: str | None, env_vars: dict[str, str]) -> Cluster:
         raise SpecError([Problem("--address" if address else "", f"cannot start or join {where}: {reason}")]) from None
     nodes = [Node(n["NodeID"], n["NodeManagerAddress"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
              for n in ray.nodes() if n.get("Alive")]
-    return Cluster(nodes, local=not address)
+    return Cluster(nodes, local=not address, driver_address=ray.util.get_node_ip_address())
 
 
 def preflight(cluster: Cluster, tracking_uri: str, storage_path: str, workers: int, cpu: float,
@@ -76,7 +90,7 @@ def preflight(cluster: Cluster, tracking_uri: str, storage_path: str, workers: i
     """Problems that stop the sweep before it launches, and warnings worth a line."""
     problems: list[Problem] = []
     warnings: list[str] = []
-    if len(cluster.nodes) > 1:
+    if cluster.elsewhere:
         problems += _shared_by_every_node(cluster, tracking_uri, storage_path)
     need = f"{workers} worker{'s' if workers > 1 else ''} of {cpu:g} CPU" + (f" and {gpu:g} GPU" if gpu else "")
     short = []
@@ -99,7 +113,7 @@ def preflight(cluster: Cluster, tracking_uri: str, storage_path: str, workers: i
 def artifact_problems(cluster: Cluster, artifact_location: str) -> list[Problem]:
     """On a multi-node cluster, the experiment's artifacts must not go to a folder on one machine
     (a tracking server started without artifact serving gives clients its local path)."""
-    if len(cluster.nodes) > 1 and urlparse(artifact_location).scheme in ("", "file"):
+    if cluster.elsewhere and urlparse(artifact_location).scheme in ("", "file"):
         return [Problem("tracking.uri", f"the tracking server stores artifacts in {artifact_location}, a folder "
                                         "other nodes cannot write: serve artifacts through the server "
                                         "(mlflow server --artifacts-destination ...) or use an s3:// artifact root")]
@@ -108,18 +122,19 @@ def artifact_problems(cluster: Cluster, artifact_location: str) -> list[Problem]
 
 def _shared_by_every_node(cluster: Cluster, tracking_uri: str, storage_path: str) -> list[Problem]:
     count = len(cluster.nodes)
+    nodes = f"cluster's {count} nodes" if count > 1 else "cluster's node (another machine)"
     problems = []
     parsed = urlparse(tracking_uri)
     if parsed.scheme in ("", "file", "sqlite"):
         problems.append(Problem("tracking.uri", f"{tracking_uri} is a file on this machine, but trials on the "
-                                                f"cluster's {count} nodes write their runs: use an MLflow tracking "
+                                                f"{nodes} write their runs: use an MLflow tracking "
                                                 "server (tracking.uri: http://HOST:5000, see deploy/README.md)"))
-    elif parsed.hostname in LOOPBACK and len({node.address for node in cluster.nodes}) > 1:
+    elif parsed.hostname in LOOPBACK and cluster.other_machines:
         problems.append(Problem("tracking.uri", f"{tracking_uri} is this machine's loopback address, which the "
                                                 "cluster's other machines cannot reach: use an address they can"))
     if is_local_folder(storage_path) and not on_network_filesystem(storage_path):
         problems.append(Problem("sweep.storage_path", f"{storage_path} is a folder on this machine, but the "
-                                                      f"cluster's {count} nodes read and write trial checkpoints: "
+                                                      f"{nodes} read and write trial checkpoints: "
                                                       "use shared storage (s3://bucket/path, gs://..., or a "
                                                       "folder on an NFS mount)"))
     return problems

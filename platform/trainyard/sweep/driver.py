@@ -4,7 +4,7 @@
       --> Tuner(trial_main, search space, searcher, scheduler) --> trials (trial.py), child runs
       --> summary of every child run, into the parent (summary.py)
 
-The sweep folder `<storage_path>/<spec name>-<timestamp>/` holds Tune's state and checkpoints,
+The sweep folder `<storage_path>/<spec name>-<date>-<time>-<microseconds>/` holds Tune's state and checkpoints,
 `trainyard-sweep.json` (the spec and the parent run, for `--resume`), `driver.log` (everything
 Ray and Tune print) and one folder per trial with its `output.log`. `--resume` finds the newest
 such folder for the spec's name, restores Tune from it and reattaches the parent run.
@@ -80,7 +80,7 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
         experiment.source, experiment.path = state["source"], Path(state["spec_path"]) if state.get("spec_path") else None
         spec = experiment.spec
     else:
-        state = {"name": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "spec": experiment.data,
+        state = {"name": sweep_name(spec.name), "spec": experiment.data,
                  "source": experiment.source, "spec_path": str(experiment.path) if experiment.path else None}
     if not uri.startswith(("sqlite:", "file:")) and "://" in uri:
         check_reachable(uri)  # a server that cannot be reached is bad input, found before Ray starts
@@ -288,6 +288,14 @@ def storage_location(configured: str | None) -> str:
     if "://" in value and not value.startswith("file://"):
         return value.rstrip("/")
     return str(Path(value.removeprefix("file://")).expanduser().resolve())
+
+
+def sweep_name(spec_name: str) -> str:
+    """`<spec name>-<date>-<time>-<microseconds>`: two sweeps of one spec started in the same
+    second get folders of their own, and names still sort by start time (find_resumable)."""
+    now = time.time_ns() // 1000  # microseconds
+    seconds, micro = divmod(now, 1_000_000)
+    return f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(seconds))}-{micro:06d}"
 
 
 def find_resumable(storage: str, spec_name: str, uri: str) -> dict[str, Any]:
