@@ -400,5 +400,29 @@ def ui_command(store: str, host: str, port: int) -> list[str]:
             "--host", host, "--port", str(port), "--workers", "1"]
 
 
+LAUNCHER_PID = "TRAINYARD_LAUNCHER_PID"
+
+
 def main() -> None:
+    _end_with_launcher()
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        os.environ[LAUNCHER_PID] = str(os.getpid())  # the processes this one starts inherit it
     app()
+
+
+def _end_with_launcher() -> None:
+    """In a process Lightning started for data-parallel training (ranks 1.., copies of this
+    command with LOCAL_RANK set), ask Linux to kill it when its parent, the `trainyard` command
+    that launched it, ends however it ends: Ctrl-C, SIGTERM or SIGKILL, while the processes are
+    still meeting each other or later. Without this they run on as orphans. (prctl has no
+    wrapper in Python's standard library: ctypes calls it.)"""
+    launcher = os.environ.get(LAUNCHER_PID)
+    if os.environ.get("LOCAL_RANK", "0") == "0" or launcher is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(launcher):  # the launcher died before the request was made
+        os._exit(1)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,9 +89,10 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
             fit_and_test(built, trainer)
             return None
         check_reachable(uri)
-        with _signals_interrupt():
-            tracked = TrackedRun.start(uri, spec.tracking.experiment or spec.name, spec.tracking.run_name or spec.name,
-                                       _tags(experiment), spec.description)
+        with _signals_interrupt(trainer) as guard:
+            tracked = guard.tracked = TrackedRun.start(uri, spec.tracking.experiment or spec.name,
+                                                       spec.tracking.run_name or spec.name, _tags(experiment),
+                                                       spec.description)
             try:
                 tracked.log_params(experiment.flat_params())
                 tracked.log_text(yaml.safe_dump(experiment.resolved(), sort_keys=False), "spec.yaml")
@@ -108,6 +111,9 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
                 raise stop
             except BaseException as error:
                 _ignore_signals()
+                if guard.signum is not None:  # the ranks were killed for a signal: this error is its echo
+                    tracked.end("KILLED")
+                    raise RunInterrupted(guard.signum) from None
                 tracked.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", error)
                 raise
             _ignore_signals()
@@ -169,30 +175,87 @@ def _tags(experiment: Experiment) -> dict[str, str]:
     return tags | experiment.spec.tracking.tags
 
 
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into RunInterrupted while the run is live (main thread only)."""
-    import threading
+# After SIGINT or SIGTERM, the seconds the run has to end itself before the watchdog ends it.
+INTERRUPT_GRACE = 5.0
 
+
+@dataclass
+class _Guard:
+    tracked: TrackedRun | None = None  # the run to mark KILLED if the process must be ended
+    signum: int | None = None  # the signal received, once the watchdog has seen it
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def _signals_interrupt(trainer=None) -> Iterator[_Guard]:
+    """Turn SIGINT and SIGTERM into RunInterrupted while the run is live (main thread only).
+
+    Python runs a signal handler only when the main thread is back in Python code, and with
+    devices > 1 it may be waiting in C++ for the other processes to meet it (start-up can take
+    seconds) or in a collective. So a watchdog thread, woken through the signal wakeup fd, kills
+    the data-parallel ranks this process launched at once, and if the run has not ended itself
+    INTERRUPT_GRACE seconds later, marks it KILLED and ends the process: nothing of the run
+    outlives a Ctrl-C or a SIGTERM by more than that."""
+    guard = _Guard()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield guard
         return
 
     def interrupt(signum, _frame):
+        _kill_launched_ranks(trainer)
         raise RunInterrupted(signum)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watchdog = threading.Thread(target=_watch, args=(read_end, trainer, guard), name="trainyard-signals", daemon=True)
+    watchdog.start()
     try:
-        yield
+        yield guard
     finally:
+        guard.finished.set()
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_end)  # the watchdog reads end-of-file and returns
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+def _watch(read_end: int, trainer, guard: _Guard) -> None:
+    with os.fdopen(read_end, "rb", buffering=0) as wakeups:
+        while True:
+            received = wakeups.read(1)  # a signal's number, written by Python's C-level handler
+            if not received:
+                return  # the run is over: its context closed the other end
+            if received[0] in (signal.SIGINT, signal.SIGTERM):
+                break
+        signum = guard.signum = received[0]
+        _kill_launched_ranks(trainer)
+        if guard.finished.wait(INTERRUPT_GRACE):
+            return
+    # The main thread is still blocked (in C++, waiting for ranks that are gone): end it here.
+    if guard.tracked is not None:
+        with suppress(Exception):
+            guard.tracked.end("KILLED")
+    sys.stderr.write(f"interrupted by {signal.Signals(signum).name}; the MLflow run is marked KILLED\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def _kill_launched_ranks(trainer) -> None:
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if launcher is None or not getattr(launcher, "procs", None):  # not Lightning's subprocess launcher
+        return
+    # Lightning's observer thread SIGKILLs this process when a rank dies, which would leave the
+    # run RUNNING in MLflow: it is told to watch nothing first (it has no public switch).
+    for thread in threading.enumerate():
+        if thread.name == "child-process-observer" and hasattr(thread, "_child_processes"):
+            thread._child_processes = []
+    launcher.kill(signal.SIGKILL)
+
+
 def _ignore_signals() -> None:
     """While the run's final status is written, a second Ctrl-C must not cut it short."""
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
