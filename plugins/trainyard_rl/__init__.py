@@ -13,11 +13,12 @@ Algorithms (an `algorithm` section; they run on the `env` section):
     rl.policy_iteration policy iteration, or modified policy iteration              dp.py
     rl.q_learning       tabular Q-learning                                          tabular.py
     rl.sarsa            tabular SARSA                                               tabular.py
+    rl.markov_chain     a policy's (or a matrix file's) Markov chain, exactly       algorithms.py, markov.py
 Models (a LightningModule, trained by the Trainer like any model):
     rl.dqn              deep Q-network with replay buffer and target network        dqn.py
-Also: sparse models from `unwrapped.P` (mdp.py), Markov chains (markov.py), evaluation
-rollouts with confidence intervals (rollouts.py). Reports: value heatmap with the greedy
-policy as arrows, convergence and learning curves (plots.py).
+Also: sparse models from `unwrapped.P` (mdp.py), evaluation rollouts with confidence intervals
+(rollouts.py). Reports: value heatmap with the greedy policy as arrows, convergence and learning
+curves, and a chain's stationary, absorption and n-step distributions (plots.py).
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from pydantic import Field
 from trainyard import BuildContext, Example, Params, algorithm, environment, hookimpl, model
 from trainyard_rl import plots
 from trainyard_rl.algorithms import (
+    CHAIN_METRICS,
     LEARNING_METRICS,
     PLANNING_METRICS,
+    ChainAnalysis,
     LearningParams,
     Learner,
+    MarkovChainParams,
     PlanningParams,
     Planner,
     PolicyIterationParams,
@@ -84,7 +88,8 @@ def make_gridworld(params: GridWorldParams, ctx: BuildContext):
 
 
 class FileMDPParams(Params):
-    path: str = Field(description="An .npz file with transitions (A, S, S), rewards, optional terminal and initial.")
+    path: str = Field(description="An .npz file with transitions (A, S, S), rewards, optional terminal and initial; "
+                                  "or a Markov chain's (S, S) matrix in .npy, .csv or .txt.")
     max_episode_steps: int | None = Field(1000, ge=1, description="Truncate episodes after this many steps.")
 
 
@@ -99,7 +104,7 @@ def _example_mdp_file(folder: Path) -> dict:
 
 @environment(FileMDPParams, example=Example(params=_example_mdp_file))
 def file_mdp(params: FileMDPParams, ctx: BuildContext):
-    """An MDP from your own transition and reward arrays in a NumPy .npz file."""
+    """An MDP from your own transition and reward arrays in a NumPy .npz file, or a Markov chain's matrix."""
     return gymnasium.make(FILE_MDP_ID, path=params.path, max_episode_steps=params.max_episode_steps)
 
 
@@ -136,6 +141,14 @@ def sarsa(params: LearningParams, ctx: BuildContext) -> Learner:
     return Learner("sarsa", params, ctx)
 
 
+@algorithm(MarkovChainParams, name="markov_chain", metrics=CHAIN_METRICS,
+           example=Example(params={"policy": "optimal", "gamma": 0.9, "steps": 10}, env=DETERMINISTIC_LAKE,
+                           solves={"absorption/target": 1.0}))
+def markov_chain(params: MarkovChainParams, ctx: BuildContext) -> ChainAnalysis:
+    """A policy's Markov chain: stationary distribution, absorption, expected steps, n-step distributions."""
+    return ChainAnalysis(params, ctx)
+
+
 # --- models ------------------------------------------------------------------------------------
 
 
@@ -158,7 +171,7 @@ def register_environments():
 
 @hookimpl
 def register_algorithms():
-    return [value_iteration, policy_iteration, q_learning, sarsa]
+    return [value_iteration, policy_iteration, q_learning, sarsa, markov_chain]
 
 
 @hookimpl

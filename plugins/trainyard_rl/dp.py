@@ -29,6 +29,10 @@ from trainyard_rl.mdp import TabularMDP
 
 # Called after every iteration with (iteration, Bellman residual); the platform logs it.
 Progress = Callable[[int, float], None]
+# The exact policy evaluation's residual, relative to max(1, |r_pi|) (see solver_error).
+EXACT_TOLERANCE = 1e-10
+# Floating-point noise in comparing two Q values computed by different sums, relative to |Q|.
+ROUNDING = 1e-12
 
 
 @dataclass
@@ -97,11 +101,12 @@ class Bellman:
 
 
 def evaluate_policy(mdp: TabularMDP, policy: np.ndarray, gamma: float, method: str = "exact",
-                    tolerance: float = 1e-10, V0: np.ndarray | None = None,
+                    tolerance: float = EXACT_TOLERANCE, V0: np.ndarray | None = None,
                     max_iterations: int = 1_000_000, progress: Progress | None = None) -> np.ndarray:
     """V^pi for a deterministic ((S,) actions) or stochastic ((S, A) probabilities) policy.
 
-    exact:     solve (I - gamma P_pi) V = r_pi.
+    exact:     solve (I - gamma P_pi) V = r_pi to a residual of at most tolerance * max(1, |r_pi|),
+               so V is within `solver_error(mdp, gamma, tolerance)` of V^pi.
     iterative: V <- r_pi + gamma P_pi V until the change is below tolerance * (1 - gamma) / gamma,
                which bounds the distance to V^pi by `tolerance`.
     """
@@ -125,12 +130,22 @@ def evaluate_policy(mdp: TabularMDP, policy: np.ndarray, gamma: float, method: s
     return V
 
 
+def solver_error(mdp: TabularMDP, gamma: float, tolerance: float = EXACT_TOLERANCE) -> float:
+    """How far the exact evaluation's V may be from V^pi, in the sup norm.
+
+    `_solve` accepts a residual |(I - gamma P_pi) V - r_pi| up to tolerance * max(1, |r_pi|), and
+    ||(I - gamma P_pi)^-1||_inf <= 1 / (1 - gamma): the error in V can reach the residual / (1 - gamma)."""
+    largest = float(np.abs(mdp.rewards).max()) if mdp.rewards.size else 0.0
+    return tolerance * max(1.0, largest) / (1 - gamma)
+
+
 def _solve(matrix: sp.csr_array, rhs: np.ndarray, tolerance: float) -> np.ndarray:
     """(I - gamma P_pi) V = r_pi, which is strictly diagonally dominant by rows for gamma < 1.
 
     BiCGSTAB first: a direct sparse LU fills in badly on unstructured transition graphs (6 s at
     8,000 random states here, against milliseconds); the direct solver is the fallback when the
-    iteration does not reach the tolerance."""
+    iteration does not reach the tolerance. Either way the returned V has a residual of at most
+    tolerance * max(1, |rhs|) (see solver_error for what that means for V)."""
     scale = max(1.0, float(np.abs(rhs).max()))
     V, info = sla.bicgstab(matrix, rhs, rtol=0.0, atol=tolerance * 1e-3 * scale, maxiter=10 * matrix.shape[0])
     if info != 0 or not np.all(np.isfinite(V)) or np.abs(matrix @ V - rhs).max() > tolerance * scale:
@@ -179,14 +194,23 @@ def policy_iteration(mdp: TabularMDP, gamma: float, evaluation_sweeps: int | Non
     """Howard's policy iteration; with `evaluation_sweeps = m`, modified policy iteration.
 
     Policy iteration evaluates each policy exactly and stops when the greedy policy is stable:
-    it is then optimal. Modified policy iteration evaluates with m sweeps of T_pi from the last
-    V (Puterman, section 6.5); a stable policy is not enough there, since V may still be short
-    of V^pi, so it also waits for the Bellman residual to fall below epsilon (1 - gamma) / (2 gamma),
-    value iteration's epsilon-optimal rule.
+    it is then optimal. An action replaces the current one only if its Q is higher by more than
+    the evaluation's error can explain: V is within e = solver_error(...) of V^pi, so each Q is
+    within gamma e of its true value and two of them may differ by 2 gamma e from noise alone.
+    Truly tied actions then never flip, and a policy kept because its improvement is below that
+    tolerance is within about 2 gamma e / (1 - gamma) of optimal.
+
+    Modified policy iteration evaluates with m sweeps of T_pi from the last V (Puterman, section
+    6.5); a stable policy is not enough there, since V may still be short of V^pi, so it also
+    waits for the Bellman residual ||T V - V|| to fall below epsilon (1 - gamma) / (2 gamma),
+    value iteration's epsilon-optimal rule. It then returns V' = T V, Q = r + gamma C V' and the
+    policy greedy for that Q (Puterman, Theorem 6.3.1): ||V' - V*|| < epsilon / 2 and the policy
+    is epsilon-optimal. Both hold for any V with that residual, so they hold here as in value iteration.
     """
     started = time.perf_counter()
     bellman = Bellman(mdp, gamma)
     threshold = epsilon * (1 - gamma) / (2 * gamma)
+    noise = 2 * gamma * solver_error(mdp, gamma) if evaluation_sweeps is None else 0.0
     policy = np.zeros(mdp.n_states, dtype=np.int64) if policy0 is None else np.asarray(policy0, dtype=np.int64).copy()
     V = np.zeros(mdp.n_states)
     residuals: list[float] = []
@@ -202,11 +226,7 @@ def policy_iteration(mdp: TabularMDP, gamma: float, evaluation_sweeps: int | Non
         Q = bellman.q(V)
         best = Q.max(axis=1)
         residual = float(np.abs(best - V).max())
-        # Keep the current action unless another is strictly better: with ties, switching
-        # between equally good actions would never let the policy become stable.
-        current = Q[np.arange(mdp.n_states), policy]
-        tie_tolerance = 1e-12 * max(1.0, float(np.abs(best).max()))
-        improved = np.where(best > current + tie_tolerance, Q.argmax(axis=1), policy)
+        improved = _improve(Q, best, policy, noise)
         stable = np.array_equal(improved, policy)
         policy = improved
         residuals.append(residual)
@@ -215,9 +235,18 @@ def policy_iteration(mdp: TabularMDP, gamma: float, evaluation_sweeps: int | Non
         if stable and (evaluation_sweeps is None or residual < threshold):
             converged = True
             break
-    if evaluation_sweeps is None:
+    if evaluation_sweeps is not None:
+        # One more backup, and the policy greedy for it: the returned V, Q and policy agree.
+        V = Q.max(axis=1)
         Q = bellman.q(V)
-    else:
-        V = Q.max(axis=1)  # one more backup: the returned V is within epsilon/2 of V*, as in value iteration
-        Q = bellman.q(V)
+        policy = _improve(Q, Q.max(axis=1), policy, 0.0)
     return Solution(V, Q, policy, len(residuals), residuals, converged, time.perf_counter() - started)
+
+
+def _improve(Q: np.ndarray, best: np.ndarray, policy: np.ndarray, noise: float) -> np.ndarray:
+    """The greedy policy for Q, keeping the current action unless another is better by more than
+    `noise` plus rounding: with ties, switching between equally good actions would never let
+    the policy become stable."""
+    current = Q[np.arange(len(policy)), policy]
+    tolerance = noise + ROUNDING * max(1.0, float(np.abs(best).max()))
+    return np.where(best > current + tolerance, Q.argmax(axis=1), policy)

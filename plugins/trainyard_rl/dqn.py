@@ -25,6 +25,12 @@ The train dataloader only counts steps (`steps_per_epoch` per epoch); its items 
 Validation plays `val_episodes` greedy episodes in a separate environment (ctx.make_env()) and logs
 val/return, the metric to checkpoint on; test plays `test_episodes` others (different seeds).
 
+Data parallel (`trainer.devices: 2`, or `sweep.workers: 2`): every rank plays its own episodes into
+its own buffer, and DDP averages the gradients. Each rank's training env and exploration are seeded
+with seed + rank * RANK_SEED_OFFSET when training starts (rank 0 keeps the seed), so the ranks
+gather different experience rather than the same episodes n times. The dataloader's steps are split
+between the ranks; validation and test play the same greedy episodes on every rank.
+
 Shapes (B = batch_size, D = observation size, A = number of actions):
     observation batch (B, D) --net--> Q-values (B, A) --gather(actions)--> Q(s, a) (B,)
     next observations (B, D) --target_net--> (B, A) --max or double-DQN gather--> (B,) --> y (B,)
@@ -54,6 +60,9 @@ METRICS = (
 # epoch (comparable across epochs), and the test's episodes are others than the checkpoint chose on.
 VAL_SEED_OFFSET = 10_000
 TEST_SEED_OFFSET = 20_000
+# Under data parallelism, rank r trains with seed + r * RANK_SEED_OFFSET (environment resets and
+# exploration): far from the evaluation offsets, so no rank replays the evaluation episodes.
+RANK_SEED_OFFSET = 1_000_000
 
 
 class DQNParams(Params):
@@ -141,6 +150,7 @@ class DQN(LightningModule):
         self.target_net.requires_grad_(False)  # trained only by syncing (and left out of the optimiser)
         # Lightning's hook for a sample input; trainyard also exports forward with it.
         self.example_input_array = torch.zeros(1, obs_dim)
+        self.train_seed = seed  # the training env's first reset; seed + rank offset once training starts
         self.rng = np.random.default_rng(seed)  # exploration and buffer sampling
         self.replay = ReplayBuffer(params.buffer_size, obs_dim, self.rng)
         self.env_steps = 0       # steps played in env, warm-up included
@@ -184,7 +194,7 @@ class DQN(LightningModule):
         """One epsilon-greedy step in the training env, stored in the buffer; the episode's return
         if it ended (the env is then reset), else None."""
         if self._observation is None:
-            self._observation, _ = self.env.reset(seed=self.seed)
+            self._observation, _ = self.env.reset(seed=self.train_seed)
         if self.rng.random() < epsilon:
             index = int(self.rng.integers(self.n_actions))
         else:
@@ -212,9 +222,21 @@ class DQN(LightningModule):
         return DataLoader(range(self.config.steps_per_epoch), batch_size=None)
 
     def on_train_start(self) -> None:
+        self.seed_rank(self.global_rank)
         c = self.config
         while len(self.replay) < min(c.warmup_steps, c.buffer_size):
             self.play_step(epsilon=1.0)
+
+    def seed_rank(self, rank: int) -> None:
+        """Seed this rank's training: its env's next first reset and its exploration and sampling
+        RNG. Rank 0 keeps the run's seed, so single-process training is unchanged."""
+        seed = self.seed + rank * RANK_SEED_OFFSET
+        if seed == self.train_seed:
+            return  # rank 0, or seeded already (a second fit of the same module)
+        self.train_seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.replay.rng = self.rng
+        self._observation, self._episode_return = None, 0.0  # the next step resets with this seed
 
     def training_step(self, batch, batch_idx):
         c = self.config

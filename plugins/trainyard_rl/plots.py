@@ -3,7 +3,11 @@
 - value.png: for grid environments, V as a heatmap with the greedy policy drawn as arrows
   (arrows only up to 40x40 cells, where they can still be read; terminal cells and walls get none);
 - convergence.png: the Bellman residual per iteration, on a log scale (dynamic programming);
-- learning_curve.png: the training return (tabular learners, DQN).
+- learning_curve.png: the training return (tabular learners, DQN);
+- for a Markov chain (rl.markov_chain): stationary.png (pi over the states), absorption.png (from
+  each transient state: the probability of ending in each absorbing state, and the expected steps),
+  distributions.png (mu P^n as a heatmap over steps and states, and P(X_n in target) below it),
+  each drawn when the chain has the thing it shows.
 
 Figures are drawn with matplotlib's object API (no pyplot): nothing depends on a display.
 """
@@ -23,10 +27,12 @@ MAX_ARROW_SIDE = 40
 
 
 def write_reports(report) -> list[Path]:
-    from trainyard_rl.algorithms import Learner, Planner
+    from trainyard_rl.algorithms import ChainAnalysis, Learner, Planner
 
     algorithm, directory, paths = report.model, report.directory, []
-    if isinstance(algorithm, Planner) and algorithm.solution is not None:
+    if isinstance(algorithm, ChainAnalysis) and algorithm.chain is not None:
+        paths += chain_pngs(algorithm, directory, _name(report))
+    elif isinstance(algorithm, Planner) and algorithm.solution is not None:
         solution = algorithm.solution
         if algorithm.mdp.grid is not None:
             paths.append(value_png(solution.V, solution.policy, algorithm.mdp, report.env, directory / "value.png",
@@ -96,6 +102,82 @@ def learning_curve_png(curve: list[tuple[int, float]], path: Path, name: str) ->
     ax.set_xlabel("episode")
     ax.set_ylabel("return")
     ax.set_title(f"{name}: learning curve", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+# Bars up to this many states; a line beyond, where bars would merge into noise.
+MAX_BARS = 64
+# Absorbing states drawn one line each in absorption.png; beyond, the most likely ones.
+MAX_ABSORBING_LINES = 8
+
+
+def chain_pngs(analysis, directory: Path, name: str) -> list[Path]:
+    paths = []
+    if analysis.stationary is not None:
+        paths.append(stationary_png(analysis.stationary, directory / "stationary.png", name))
+    if analysis.absorption is not None and analysis.absorption[0].size:
+        paths.append(absorption_png(*analysis.absorption, directory / "absorption.png", name))
+    paths.append(distributions_png(analysis.distributions, analysis.target, directory / "distributions.png", name))
+    return paths
+
+
+def _per_state(ax, states: np.ndarray, values: np.ndarray, **style) -> None:
+    if len(states) <= MAX_BARS:
+        ax.bar(states, values, **style)
+    else:
+        ax.plot(states, values, **{k: v for k, v in style.items() if k != "width"})
+
+
+def stationary_png(pi: np.ndarray, path: Path, name: str) -> Path:
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    _per_state(ax, np.arange(len(pi)), pi)
+    ax.set_xlabel("state")
+    ax.set_ylabel("pi(s)")
+    ax.set_title(f"{name}: stationary distribution", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def absorption_png(transient: np.ndarray, absorbing: np.ndarray, B: np.ndarray, steps: np.ndarray, path: Path,
+                   name: str) -> Path:
+    """B (S_t, S_a) and t (S_t,) against the transient start state."""
+    figure = Figure(figsize=(6.5, 6))
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    shown = np.argsort(-B.sum(axis=0), kind="stable")[:MAX_ABSORBING_LINES]
+    for column in sorted(shown):
+        top.plot(transient, B[:, column], marker="." if len(transient) <= MAX_BARS else None,
+                 label=f"ends in {absorbing[column]}")
+    top.set_ylabel("absorption probability")
+    top.set_ylim(-0.02, 1.02)
+    top.legend(fontsize=8)
+    top.set_title(f"{name}: absorption from each transient state"
+                  + (f" ({len(shown)} of {len(absorbing)} absorbing states)" if len(absorbing) > len(shown) else ""),
+                  fontsize=10)
+    _per_state(bottom, transient, steps, color="tab:orange")
+    bottom.set_xlabel("start state")
+    bottom.set_ylabel("expected steps to absorption")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def distributions_png(distributions: np.ndarray, target: np.ndarray, path: Path, name: str) -> Path:
+    """mu P^n, (steps + 1, S), as an image, and the probability of the target states per step."""
+    figure = Figure(figsize=(6.5, 6))
+    top, bottom = figure.subplots(2, 1, height_ratios=[2, 1])
+    image = top.imshow(distributions.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+    figure.colorbar(image, ax=top, label="P(X_n = s)")
+    top.set_xlabel("step n")
+    top.set_ylabel("state s")
+    top.set_title(f"{name}: n-step distributions", fontsize=10)
+    bottom.plot(np.arange(len(distributions)), distributions[:, target].sum(axis=1))
+    bottom.set_xlabel("step n")
+    bottom.set_ylabel(f"P(X_n in {target.tolist()[:4]}{'...' if len(target) > 4 else ''})")
+    bottom.set_ylim(-0.02, 1.02)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return path

@@ -2,21 +2,27 @@
 
 `trainyard/FileMDP-v0` reads the user's own arrays from a NumPy `.npz` file:
 
-    transitions  (A, S, S)  P[a, s, s'], each row summing to 1
-    rewards      (S, A), (S,) or (A, S, S) per transition
+    transitions  (A, S, S)  P[a, s, s'], each row summing to 1; or (S, S), a Markov chain
+    rewards      (S, A), (S,) or (A, S, S) per transition; optional for a Markov chain (default 0)
     terminal     (S,) bool, optional: entering one of these states ends the episode
     initial      (S,), optional: the start distribution (default: state 0)
+
+or a Markov chain's (S, S) matrix alone, in an `.npy` file or a text file (`.csv` comma-separated,
+`.txt` whitespace-separated, `#` comments). A Markov chain is an MDP with one action and no reward:
+`rl.markov_chain` analyses it, and stepping the environment simulates it.
 
 It is checked on load (shapes, probabilities) and exposes `transition_model()` like GridWorld.
 
     observation  Discrete(S)
-    action       Discrete(A)
+    action       Discrete(A) (Discrete(1) for a Markov chain)
     reward       r(s, a, s') for (A, S, S) rewards, else the expected r(s, a)
     info         {"prob": P(s' | s, a)}, as Gymnasium's toy-text environments give
+    render       "ansi": the current state, as text (no "rgb_array": the states have no layout to draw)
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -76,17 +82,17 @@ class FileMDPEnv(TabularEnv):
     def __init__(self, path: str = "", render_mode: str | None = None):
         file = Path(path)
         if not path or not file.is_file():
-            raise ValueError(f"no such MDP file: {path!r} (an .npz with transitions and rewards)")
-        try:
-            arrays = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{file.name} is not a NumPy .npz file: {error}") from None
-        missing = {"transitions", "rewards"} - set(arrays.files)
-        if missing:
-            raise ValueError(f"{file.name} lacks {', '.join(sorted(missing))} (it has {', '.join(arrays.files)})")
-        transitions, rewards = arrays["transitions"], arrays["rewards"]
-        model = TabularMDP.from_arrays(transitions, rewards, arrays["terminal"] if "terminal" in arrays.files else None,
-                                       arrays["initial"] if "initial" in arrays.files else None)
+            raise ValueError(f"no such MDP file: {path!r} (an .npz with transitions and rewards, or a Markov "
+                             "chain's matrix in .npy or .csv)")
+        arrays = read_arrays(file)
+        transitions = np.asarray(arrays["transitions"])
+        if transitions.ndim == 2:  # a Markov chain: one action, nothing earned unless the file says
+            transitions = transitions[None]
+            arrays.setdefault("rewards", np.zeros(transitions.shape[-1]))
+        if "rewards" not in arrays:
+            raise ValueError(f"{file.name} lacks rewards (it has {', '.join(arrays)})")
+        rewards = arrays["rewards"]
+        model = TabularMDP.from_arrays(transitions, rewards, arrays.get("terminal"), arrays.get("initial"))
         per_transition = None
         if rewards.ndim == 3:
             # Actual r(s, a, s') for each stored transition of the CSR (row s*A + a, column s').
@@ -95,3 +101,24 @@ class FileMDPEnv(TabularEnv):
             per_transition = rewards[actions, states, model.transitions.indices].astype(float)
         super().__init__(model, per_transition, render_mode)
         self.path = str(file)
+
+
+def read_arrays(file: Path) -> dict[str, np.ndarray]:
+    """The arrays of an MDP file: an .npz's by name, or the one matrix of an .npy or text file as
+    `transitions`. Anything unreadable is a one-line ValueError."""
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            return {"transitions": np.loadtxt(file, delimiter="," if suffix == ".csv" else None, ndmin=2)}
+        loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"transitions": loaded}
+        with loaded:
+            arrays = {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        kind = "text matrix" if suffix in (".csv", ".txt") else "NumPy .npz or .npy file"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{file.name} is not a {kind}: {reason}") from None
+    if "transitions" not in arrays:
+        raise ValueError(f"{file.name} lacks transitions (it has {', '.join(arrays) or 'no arrays'})")
+    return arrays

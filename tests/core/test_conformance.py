@@ -177,7 +177,7 @@ def test_algorithm_that_does_not_solve_its_example():
 def test_plugin_check_command():
     result = CliRunner().invoke(app, ["plugin", "check", "rl"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("rl: 7 components conform: rl.dqn, ")
+    assert result.stdout.startswith("rl: 8 components conform: rl.dqn, ")
     missing = CliRunner().invoke(app, ["plugin", "check", "nope"])
     assert missing.exit_code == 2 and missing.stderr.strip() == "no plugin named 'nope' is installed (see `trainyard plugins`)"
 

@@ -149,3 +149,70 @@ def test_evaluating_the_uniform_policy_on_frozenlake_matches_monte_carlo():
 def test_gamma_must_be_a_discount(gamma):
     with pytest.raises(ValueError, match="gamma must be in"):
         dp.value_iteration(corridor(3), gamma)
+
+
+def near_tie(r3: float) -> TabularMDP:
+    """State 0 chooses: action 0 to state 1, which pays 1 forever, or action 1 to state 2, which
+    pays nothing and moves to state 3, which pays r3 forever. At gamma 0.9 the two are worth 10 and
+    9 r3 from states 1 and 2: nearly tied for r3 near 1/0.9, and the ordering of the partial sums
+    that modified policy iteration sees flips on the way."""
+    transitions = np.zeros((2, 4, 4))
+    transitions[0, 0, 1] = transitions[1, 0, 2] = 1.0
+    transitions[:, 1, 1] = transitions[:, 2, 3] = transitions[:, 3, 3] = 1.0
+    rewards = np.zeros((4, 2))
+    rewards[1], rewards[3] = 1.0, r3
+    return TabularMDP.from_arrays(transitions, rewards)
+
+
+@pytest.mark.parametrize("sweeps", [1, 2, 3])
+@pytest.mark.parametrize("r3, epsilon", [(1.1139, 0.5), (1.1116, 0.1), (1.13, 3.0)])
+def test_modified_policy_iteration_returns_the_policy_greedy_for_its_v_and_q(sweeps, r3, epsilon):
+    mdp, gamma = near_tie(r3), 0.9
+    solution = dp.policy_iteration(mdp, gamma, evaluation_sweeps=sweeps, epsilon=epsilon)
+    assert solution.converged
+    # Q is the backup of the returned V, and the policy is greedy for that Q.
+    np.testing.assert_allclose(solution.Q, dp.Bellman(mdp, gamma).q(solution.V), atol=1e-12)
+    chosen = solution.Q[np.arange(mdp.n_states), solution.policy]
+    np.testing.assert_allclose(chosen, solution.Q.max(axis=1), atol=1e-12)
+    # And the guarantees of the epsilon-optimal stop (Puterman, Theorem 6.3.1).
+    optimum = dp.policy_iteration(mdp, gamma)
+    assert np.abs(solution.V - optimum.V).max() < epsilon / 2
+    assert (optimum.V - dp.evaluate_policy(mdp, solution.policy, gamma, "exact")).max() < epsilon
+
+
+def mirrored(gamma: float) -> TabularMDP:
+    """State 0 moves to state 1 (action 0) or state 2 (action 1), which pay 1 forever: the two
+    actions are exactly tied, V(1) = V(2) = 1 / (1 - gamma)."""
+    transitions = np.zeros((2, 3, 3))
+    transitions[0, 0, 1] = transitions[1, 0, 2] = 1.0
+    transitions[:, 1, 1] = transitions[:, 2, 2] = 1.0
+    return TabularMDP.from_arrays(transitions, np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.99, 0.999])
+def test_policy_iteration_keeps_exactly_tied_actions_through_solver_noise(gamma, monkeypatch):
+    """The exact evaluation accepts a residual up to its tolerance (1e-10 here, rewards <= 1), so
+    its V may be off V^pi by up to 1e-10 / (1 - gamma). An answer with 0.9 of that residual, of
+    alternating sign on the two mirrored states, must not make the tied actions at state 0 flip
+    from one iteration to the next."""
+    mdp = mirrored(gamma)
+    solve, calls = dp._solve, []
+
+    def noisy(matrix, rhs, tolerance):
+        sign = 1.0 if len(calls) % 2 == 0 else -1.0
+        calls.append(sign)
+        # The exact solution of a system off by `residual`: an answer the solver may give.
+        residual = 0.9 * tolerance * sign * np.array([0.0, 1.0, -1.0])
+        V = solve(matrix, rhs + residual, tolerance)
+        assert np.abs(matrix @ V - rhs).max() <= tolerance * max(1.0, float(np.abs(rhs).max()))
+        return V
+
+    monkeypatch.setattr(dp, "_solve", noisy)
+    for start in (0, 1):
+        calls.clear()
+        solution = dp.policy_iteration(mdp, gamma, max_iterations=20, policy0=np.array([start, 0, 0]))
+        assert solution.converged and solution.iterations == 1, (start, solution.iterations)
+        assert solution.policy[0] == start
+    # Without the noise the tie is exact: nothing to explain away.
+    monkeypatch.undo()
+    assert dp.policy_iteration(mdp, gamma, policy0=np.array([1, 0, 0])).policy[0] == 1

@@ -3,15 +3,20 @@ it rejects environments it cannot act in; its checkpointed state is all it needs
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
+from mlflow import MlflowClient
 from pytorch_lightning import Trainer, seed_everything
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from helpers import EXPERIMENTS, subprocess_env
 from trainyard import BuildContext
 from trainyard.optim import attach_optimizers
 from trainyard.spec import OptimizerSpec, ScheduleSpec
@@ -122,3 +127,46 @@ def test_epsilon_decays_linearly_after_warm_up():
     for env_steps, epsilon in [(0, 1.0), (100, 1.0), (600, 0.55), (1100, 0.1), (5000, 0.1)]:
         model.env_steps = env_steps
         assert model.epsilon == pytest.approx(epsilon)
+
+
+def test_each_rank_plays_its_own_episodes_and_rank_0_plays_the_seeds():
+    def played(rank: int | None) -> tuple[np.ndarray, np.ndarray]:
+        model = build_dqn(DQNParams(buffer_size=64), context(3))
+        if rank is not None:
+            model.seed_rank(rank)
+        for _ in range(40):
+            model.play_step(epsilon=1.0)
+        return model.replay.observations[:40].copy(), model.replay.actions[:40].copy()
+
+    alone, rank0, rank1, rank2 = played(None), played(0), played(1), played(2)
+    for mine, theirs in zip(alone, rank0):
+        np.testing.assert_array_equal(mine, theirs)  # one process trains as it always did
+    for a, b in [(rank0, rank1), (rank1, rank2), (rank0, rank2)]:
+        assert not np.array_equal(a[0][0], b[0][0]) and not np.array_equal(a[1], b[1])
+    np.testing.assert_array_equal(played(1)[0], rank1[0])  # and each rank repeats itself
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_play_different_episodes(tmp_path):
+    """trainer.devices: 2 on CPU, through `trainyard run`: Lightning starts a second process, and
+    each rank plays its own episodes (different first states, different exploration)."""
+    script = Path(__file__).with_name("dqn_ranks.py")
+    overrides = ["trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.progress_bar=false",
+                 "model.params.hidden=[16]", "model.params.batch_size=8", "model.params.warmup_steps=48",
+                 "model.params.steps_per_epoch=16", "model.params.val_episodes=1", "model.params.test_episodes=1",
+                 "tracking.log_model=false", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    env = subprocess_env() | {"DQN_RANKS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script), "run", "-q", str(EXPERIMENTS / "rl" / "cartpole_dqn.yaml"),
+                             *[argument for o in overrides for argument in ("--set", o)]],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in (0, 1)]
+    assert [int(r["world_size"]) for r in ranks] == [2, 2]
+    first, second = (r["observations"] for r in ranks)
+    assert len(first) >= 48 and len(second) >= 48
+    assert not np.array_equal(first[0], second[0])  # different first resets
+    assert not np.array_equal(first[:48], second[:48]) and not np.array_equal(ranks[0]["actions"][:48],
+                                                                               ranks[1]["actions"][:48])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("rl-cartpole").experiment_id])
+    assert run.info.status == "FINISHED" and "test/return" in run.data.metrics

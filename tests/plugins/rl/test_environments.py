@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium
 import numpy as np
 import pytest
@@ -161,3 +163,53 @@ def test_models_of_toy_text_environments():
     assert np.flatnonzero(lake.terminal).tolist() == holes_and_goal
     cliff = TabularMDP.from_env(gymnasium.make("CliffWalking-v1"))
     assert cliff.grid == (4, 12) and cliff.initial[36] == 1.0
+
+
+def documented_render_modes() -> dict[str, list[str]]:
+    """{component: render modes} from the environments table of docs/rl.md."""
+    from helpers import ROOT
+
+    rows = re.findall(r"^\| `(rl\.\w+)` \| `[^`]+` \| ([^|]*) \|", (ROOT / "docs" / "rl.md").read_text(), re.MULTILINE)
+    return {name: re.findall(r"`(\w+)`", modes) for name, modes in rows}
+
+
+def test_docs_list_each_environments_render_modes(mdp_file):
+    registry, examples = get_registry(), registered_environments(mdp_file)
+    documented = documented_render_modes()
+    assert sorted(documented) == sorted(examples)
+    for name, modes in documented.items():
+        component = registry.get("environment", name).component
+        env = component.build(component.params(**examples[name]), BuildContext())
+        assert env.metadata["render_modes"] == modes, name  # check_env above renders each of them
+
+
+CHAIN = np.array([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv", ".txt", ".npz"])
+def test_file_mdp_reads_a_markov_chains_matrix_as_one_action(suffix, tmp_path):
+    path = tmp_path / f"chain{suffix}"
+    if suffix == ".npy":
+        np.save(path, CHAIN)
+    elif suffix == ".npz":
+        np.savez(path, transitions=CHAIN)
+    else:
+        separator = ", " if suffix == ".csv" else " "
+        path.write_text("# a chain\n" + "\n".join(separator.join(map(str, row)) for row in CHAIN) + "\n")
+    env = gymnasium.make("trainyard/FileMDP-v0", path=str(path))
+    model = TabularMDP.from_env(env)
+    assert (model.n_states, model.n_actions) == (3, 1)
+    np.testing.assert_allclose(model.transitions.toarray(), CHAIN)
+    assert (model.rewards == 0).all() and not model.terminal.any()
+    check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "chain.npy is not a NumPy .npz or .npy file: "),
+    (b"not numpy at all", "chain.npy is not a NumPy .npz or .npy file: "),
+])
+def test_file_mdp_rejects_unreadable_files_in_one_line(content, message, tmp_path):
+    (tmp_path / "chain.npy").write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        gymnasium.make("trainyard/FileMDP-v0", path=str(tmp_path / "chain.npy"))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
