@@ -18,25 +18,18 @@ With no section, all run (`make benchmark-repr`, about 20 minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 
+from bench_seq import quiet  # the same silenced loggers as the other benchmarks
 from trainyard.run import run_experiment
 from trainyard.validate import load_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "repr"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-def quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "mlflow"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class Runner:

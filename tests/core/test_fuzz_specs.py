@@ -123,7 +123,7 @@ def mutations(spec: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=lambda path: f"{path.parent.name}/{path.stem}")
 def test_mutations_of_every_example_spec_are_exit_0_or_2(spec, tmp_path):
-    @settings(max_examples=4, deadline=None, derandomize=True,
+    @settings(max_examples=3, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(change=mutations(spec))
     def check(change):

@@ -65,7 +65,7 @@ def run_status(store: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,when", [
     (signal.SIGKILL, "starting"), (signal.SIGTERM, "starting"), (signal.SIGINT, "training"),
-])
+], ids=["SIGKILL while starting", "SIGTERM while starting", "Ctrl-C while training"])
 def test_no_process_outlives_its_run(tmp_path, signum, when):
     store = tmp_path / "mlflow.db"
     spec = tmp_path / "cleanup.yaml"
