@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from conftest import blobs_spec, kill_session, run_sweep, sqlite_store, start_sweep, wait_until
+from trainyard.sweep import reaper
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -69,8 +70,12 @@ def test_a_killed_driver_resumes_under_the_same_parent_without_rerunning_finishe
                    and any(run.info.status == "RUNNING" and len(store.history(run.info.run_id, "val/acc")) >= 2
                            for run in store.children()),
                    timeout=240, what="a finished trial and one midway", process=process, interval=0.2)
+        ray_processes = reaper.descendants(process.pid)  # Ray's own, the trials', the watcher's
         process.send_signal(signal.SIGKILL)  # the driver alone; its local Ray instance goes with it
         process.wait(timeout=60)
+        # Within 10 s nothing it started is left (reaper.py: Ray leaves its agents otherwise).
+        wait_until(lambda: not any(reaper.alive(*process) for process in ray_processes.items()), timeout=10,
+                   what="the driver's processes to end", interval=0.2)
     finally:
         kill_session(process)
     [parent] = store.parents()

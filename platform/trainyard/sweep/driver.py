@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from trainyard.errors import Problem, SpecError
+from trainyard.sweep import reaper
 from trainyard.spec import flatten
 from trainyard.tracking import TrackedRun, check_reachable, experiment_id_for, tracking_uri
 from trainyard.validate import Experiment, validate_experiment
@@ -104,9 +105,11 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
             from trainyard.sweep import cluster
 
             env_vars = {key: os.environ[key] for key in ("TRAINYARD_PLUGINS",) if key in os.environ}
-            ray_cluster = cluster.connect(options.address, env_vars)
-            ray_start = time.perf_counter() - started
+            # A Ray instance of its own dies with this process, even by SIGKILL (reaper.py).
+            watcher = reaper.start() if not (options.address or os.environ.get("RAY_ADDRESS")) else None
             try:
+                ray_cluster = cluster.connect(options.address, env_vars)
+                ray_start = time.perf_counter() - started
                 _route_ray_logging(log_file)
                 parent, warnings = _start_parent(experiment, state, ray_cluster, uri, storage, options)
                 launched = True
@@ -119,6 +122,9 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
                 import ray
 
                 ray.shutdown()
+                if watcher is not None:
+                    watcher.terminate()  # the sweep ended itself: nothing left to reap
+                    watcher.wait()
     finally:
         if launched:
             local.mkdir(parents=True, exist_ok=True)
