@@ -10,8 +10,8 @@
      actor's call, the child run in MLflow, the driver's callback).
    - the fixed cost of a sweep (Ray start; trial processes importing torch, Lightning and MLflow
      before their first trial; the summary), and the plain wall time per trial at 100.
-   For reference, FACTS.md measured Tune alone at 47 ms per trivial trial (actors reused, file
-   loggers off) and 1.45 s with its defaults.
+   The command's whole wall time is printed beside the trial phase, so that the fixed costs
+   are in view too.
 
 2. Real trials. 16 trials of LeNet-5 on the digits, one epoch each, two at a time (one CPU each).
    The ideal is the sum of the trials' own training times (fit and test, measured inside each
