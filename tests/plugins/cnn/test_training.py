@@ -61,7 +61,10 @@ SPECS = sorted(path.relative_to(EXPERIMENTS).as_posix() for path in EXPERIMENTS.
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_every_example_spec_validates(spec):
+def test_every_example_spec_validates(spec, monkeypatch):
+    # From the repository root, as the specs' comments run them (their relative paths, such as
+    # experiments/rl/gamblers_ruin.csv, are relative to the current folder).
+    monkeypatch.chdir(EXPERIMENTS.parent)
     result = CliRunner().invoke(app, ["validate", str(EXPERIMENTS / spec)])
     assert result.exit_code == 0, result.output
 
