@@ -135,9 +135,8 @@ def _gan(params: GANOptions, ctx: BuildContext, network: str, conditional: bool)
         discriminator = networks.dcgan_discriminator(params.channels, params.stages, judged, classes)
     if params.spectral_norm:
         networks.with_spectral_norm(discriminator)
-    module = GAN(generator, discriminator, params, evaluation, sample_shape, classes, ctx.seed)
-    module.collapse = CollapseDetector(evaluation.modes, params.collapse_drop)
-    return module
+    collapse = CollapseDetector(evaluation.modes, params.collapse_drop)
+    return GAN(generator, discriminator, params, evaluation, collapse, sample_shape, classes, ctx.seed)
 
 
 # --- models ----------------------------------------------------------------------------------

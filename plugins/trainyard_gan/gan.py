@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from trainyard.media import log_image
 from trainyard.tracking import metric_step
 from trainyard_gan import losses
+from trainyard_gan.metrics import CollapseDetector
 from trainyard_gan.networks import Discriminator, Generator
 
 HISTORY_POINTS = 500  # generated points kept at each validation for the animation of training
@@ -37,11 +38,11 @@ COLLAPSE_TAG = "gan.mode_collapse"
 
 class GAN(LightningModule):
     def __init__(self, generator: Generator, discriminator: Discriminator, params, evaluation,
-                 sample_shape: tuple[int, ...], classes: int, seed: int):
+                 collapse: CollapseDetector, sample_shape: tuple[int, ...], classes: int, seed: int):
         super().__init__()
         self.automatic_optimization = False  # two optimizers: this module steps them
         self.generator, self.discriminator = generator, discriminator
-        self.params, self.evaluation, self.seed = params, evaluation, seed
+        self.params, self.evaluation, self.collapse, self.seed = params, evaluation, collapse, seed
         self.sample_shape, self.classes = tuple(sample_shape), classes
         self.images = len(sample_shape) == 3
         self.penalty = params.gradient_penalty or 10.0  # lambda, Gulrajani et al.'s 10 by default
@@ -61,7 +62,6 @@ class GAN(LightningModule):
         self.register_buffer("eval_labels", labels, persistent=False)  # (eval_samples,)
         z = torch.randn(2, params.noise_dim, generator=noise)  # Lightning's sample input, MLflow's signature
         self.example_input_array = (z, torch.arange(2) % classes) if classes else z
-        self.collapse = None  # set by the build function: a metrics.CollapseDetector
         self.history: list[tuple[int, np.ndarray]] = []  # (step, points): the animation's frames
         self.validations = 0
 

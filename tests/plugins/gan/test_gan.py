@@ -151,6 +151,17 @@ def test_a_short_run_on_the_ring_covers_six_modes_and_records_its_reports(one_th
     assert len([name for name in artifacts(result.run_id, "images") if name.endswith(".png")]) == 2
 
 
+@pytest.mark.slow
+def test_packing_and_the_gradient_penalty_train_together(one_thread):
+    """PacGAN's packs of 4 points judged as one, with the critic's gradient penalty on packs."""
+    result = run("ring_wgan_gp", "model.params.pack=4", "model.params.hidden=[32, 32]", "model.params.eval_samples=100",
+                 "trainer.max_steps=20", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5")
+    penalty = history(result.run_id, "train/gradient_penalty")
+    assert len(penalty) == 4 and all(math.isfinite(value) for value in penalty)
+    model = build(load_experiment(SPECS / "ring_wgan_gp.yaml", ["model.params.pack=4"])).model
+    assert model.judge(torch.randn(10, 2)).shape == (2, 1)  # 10 points: two packs, two sit out
+
+
 def lenet5_run(*overrides: str):
     """A trainyard classifier run, for FID's features: LeNet-5, briefly trained."""
     settings = [*QUIET, "trainer.max_epochs=2", "trainer.early_stopping=null", *overrides]
@@ -220,6 +231,9 @@ BAD = {
     "conditional without labels": (
         "ring_nonsaturating", ["model.name=gan.conditional", "data.params.labels=false"],
         "model.params: a conditional GAN needs labelled data; gan.ring serves no labels (labels: false)"),
+    "conditional with packing": (
+        "ring_nonsaturating", ["model.name=gan.conditional", "model.params.pack=2"],
+        "model.params: pack must be 1 for a conditional GAN: a pack would hold samples of different classes"),
 }
 
 
