@@ -27,7 +27,7 @@ from pydantic import Field
 from torch import nn
 
 from trainyard import Params
-from trainyard_repr.codes import BASE_METRICS, CodeModel
+from trainyard_repr.codes import BASE_METRICS, CodeModel, squared_error
 
 SPARSE_METRICS = tuple(f"{stage}/{name}" for stage in ("train", "val", "test")
                        for name in ("penalty", "mean_activation", "active_fraction"))
@@ -97,9 +97,9 @@ class Autoencoder(CodeModel):
     def loss_terms(self, x, stage):
         inputs = corrupt(x, self.options.noise) if stage == "train" else x
         code = self.encoder(inputs)  # (B, code)
-        x_hat = torch.sigmoid(self.decoder(code))
-        loss = ((x_hat - x) ** 2).flatten(1).sum(1).mean()
-        terms = {"loss": loss}
+        loss = squared_error(torch.sigmoid(self.decoder(code)), x)
+        # Evaluation sees clean inputs: the loss is then the reconstruction error itself.
+        terms = {"loss": loss} if stage == "train" else {"loss": loss, "mse": loss}
         sparsity = self.options.sparsity
         if sparsity.penalty != "none":
             penalty = self._penalty(code)
@@ -109,8 +109,8 @@ class Autoencoder(CodeModel):
                       "active_fraction": active.float().mean()}
         if stage == "test" and self.options.noise.kind != "none":
             corrupted = corrupt(x, self.options.noise)
-            terms["denoised_mse"] = ((self(corrupted) - x) ** 2).flatten(1).sum(1).mean()
-            terms["corrupted_mse"] = ((corrupted - x) ** 2).flatten(1).sum(1).mean()  # what a denoiser must beat
+            terms["denoised_mse"] = squared_error(self(corrupted), x)
+            terms["corrupted_mse"] = squared_error(corrupted, x)  # what a denoiser must beat
         return terms
 
     def _penalty(self, code: torch.Tensor) -> torch.Tensor:

@@ -178,7 +178,9 @@ def test_dcgan_on_digits_is_measured_by_fid_on_the_features_of_a_named_classifie
     fid = history(result.run_id, "val/fid")
     assert len(fid) == 2 and all(math.isfinite(value) and value > 0 for value in fid)
     metrics = result.metrics
-    assert 1 <= metrics["test/class_coverage"] <= 10 and 0 <= metrics["test/min_class_share"] <= 0.1
+    # The generator learns: FID falls from the first validation to the second (seeds 0, 1, 2:
+    # 131 -> 125, 156 -> 134, 128 -> 120).
+    assert fid[1] < fid[0]
     assert 0 <= metrics["test/class_entropy"] <= math.log(10) + 1e-6
     assert artifacts(result.run_id, "reports") == {"samples.png"}
     assert len([name for name in artifacts(result.run_id, "images") if name.endswith(".png")]) == 2
