@@ -9,7 +9,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer benchmark-repr clean
+.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer benchmark-repr benchmark-tracking gpu-check clean
 
 install: $(INSTALLED)
 
@@ -56,6 +56,15 @@ benchmark-repr: $(INSTALLED)
 benchmark-mdp: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/bench_mdp.py
+
+# One MLflow server on PostgreSQL (the pgserver wheel) with S3 (moto) under 64 writing trials (docs/scale.md).
+benchmark-tracking: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_tracking.py
+
+# Every family's training step on CUDA, fp32 and bf16-mixed, Lightning against a plain loop (docs/scale.md).
+# Needs a GPU; on a CPU: $(BIN)/python benchmarks/gpu_check.py --device cpu
+gpu-check: $(INSTALLED)
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache sweeps

@@ -104,3 +104,20 @@ def use_contract_plugins(contract_site, monkeypatch):
         reset_registry()
 
     return use
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say plainly at the end when the browser tests (tests/core/test_ui_browser.py) did not run,
+    and where their screenshots are when they did."""
+    from helpers import BROWSER_NOT_RUN, SCREENSHOTS
+
+    reports = [report for outcome in ("passed", "failed", "error", "skipped")
+               for report in terminalreporter.stats.get(outcome, [])
+               if getattr(report, "nodeid", "").startswith("tests/core/test_ui_browser.py")]
+    reasons = {str(report.longrepr[2]) for report in reports
+               if report.skipped and isinstance(report.longrepr, tuple) and BROWSER_NOT_RUN in str(report.longrepr[2])}
+    for reason in sorted(reasons):
+        terminalreporter.write_sep("=", "browser", yellow=True)
+        terminalreporter.write_line(reason.removeprefix("Skipped: "))
+    if any(not report.skipped for report in reports) and SCREENSHOTS.is_dir():
+        terminalreporter.write_line(f"browser screenshots: {SCREENSHOTS}")

@@ -13,6 +13,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
+# The browser tests (tests/core/test_ui_browser.py): their screenshots, and how a skip of theirs
+# begins, which tests/conftest.py repeats at the end of the run.
+SCREENSHOTS = ROOT / "test-artifacts" / "browser"
+BROWSER_NOT_RUN = "browser tests did not run"
 
 def subprocess_env(plugin_site: Path | None = None, plugins: str | None = None) -> dict[str, str]:
     """Environment for running the `trainyard` command in a child process."""

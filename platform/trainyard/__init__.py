@@ -5,6 +5,13 @@ What a plugin author needs is importable from here:
     from trainyard import BuildContext, Params, hookimpl, model, datamodule, environment, algorithm
 """
 
+import os as _os
+
+# MLflow's usage telemetry is off unless asked for (MLFLOW_DISABLE_TELEMETRY=false): trainyard runs
+# offline and on clusters. Set here, before anything imports mlflow (which starts its telemetry
+# client on import), so that every command, the UI server and the processes they start inherit it.
+_os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from trainyard.components import (
     OWN,
     Algorithm,

@@ -7,7 +7,9 @@
     trainyard plugins show NAME [--json]        one component's parameters
     trainyard plugin new NAME [--kind model|rl] a new plugin package: components, example spec, tests
     trainyard plugin check NAME                 the conformance kit on every component of a plugin
-    trainyard ui [--host H] [--port P]          the MLflow UI over the same store
+    trainyard runs [--experiment E] [--sweep ID] an experiment's runs, or a sweep's trials, with key metrics
+    trainyard show RUN_ID [--json]              one run: params, last and best metrics, artifacts, UI URL
+    trainyard ui [--experiment E] [--port P]    the MLflow UI over the same store, on an experiment's runs
 
 Exit status: 0 success, 1 the run failed, 2 bad input (one line per problem, no traceback),
 130/143 interrupted by SIGINT/SIGTERM.
@@ -217,6 +219,50 @@ def validate(spec: SpecArg, set_: SetOpt = None):
     out.print(f"{spec.name}: OK: {', '.join(parts)}", markup=False)
 
 
+UriOpt = Annotated[Optional[str], typer.Option(
+    metavar="URI", help="Tracking store (default: $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db), as for trainyard ui.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command()
+def runs(experiment: Annotated[Optional[str], typer.Option(
+             metavar="NAME", help="Experiment name (default: the one with the most recently started run).")] = None,
+         sweep: Annotated[Optional[str], typer.Option(
+             metavar="PARENT_ID", help="List the trials of this sweep's parent run instead.")] = None,
+         as_json: JsonOpt = False, uri: UriOpt = None):
+    """List an experiment's runs (or a sweep's trials): status, duration, key metrics."""
+    from trainyard.browse import BrowseError, list_runs, open_store, print_runs, to_json
+
+    try:
+        with open_store(uri) as store:
+            listing = list_runs(store, experiment, sweep)
+    except BrowseError as error:
+        err.print(f"trainyard runs: {error}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        print(to_json(listing))
+    else:
+        print_runs(listing, out)
+
+
+@app.command("show")
+def show_run(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="An MLflow run id.")],
+             as_json: JsonOpt = False, uri: UriOpt = None):
+    """Show one run: params, last and best metrics, artifacts, and its page in the UI."""
+    from trainyard.browse import BrowseError, describe_run, open_store, print_run, to_json
+
+    try:
+        with open_store(uri) as store:
+            described = describe_run(store, run_id)
+    except BrowseError as error:
+        err.print(f"trainyard show: {error}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        print(to_json(described))
+    else:
+        print_run(described, out)
+
+
 @plugins_app.callback()
 def plugins(ctx: typer.Context,
             as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
@@ -378,26 +424,38 @@ def check(name: Annotated[str, typer.Argument(help="An installed plugin, e.g. cn
 @app.command()
 def ui(host: Annotated[str, typer.Option(help="Interface to bind. Anything but loopback exposes every run.")] = "127.0.0.1",
        port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
-       uri: Annotated[Optional[str], typer.Option(help="Tracking store (default: $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db).")] = None):
-    """Start the MLflow UI over the tracking store that `trainyard run` writes to."""
+       uri: Annotated[Optional[str], typer.Option(help="Tracking store (default: $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db).")] = None,
+       experiment: Annotated[Optional[str], typer.Option(
+           help="Experiment to open (default: the one with the most recently started run).")] = None):
+    """Start the MLflow UI over the tracking store that `trainyard run` writes to, on an experiment's runs."""
     from trainyard.tracking import tracking_uri
+    from trainyard.ui import (LOOPBACK, UiError, base_url, pick_experiment, runs_url, server_command,
+                              server_environment)
 
     store = tracking_uri(uri)
     if store.startswith(("http://", "https://")):
         out.print(f"runs are on a tracking server: open {store} in a browser", markup=False)
         return
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    try:
+        chosen = pick_experiment(store, experiment)
+    except UiError as error:
+        err.print(f"trainyard ui: {store}: {error}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as error:  # noqa: BLE001 - any store error: the store is unusable
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        err.print(f"trainyard ui: cannot use the tracking store {store}: {reason}", markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if host not in LOOPBACK:
         err.print(f"warning: binding the MLflow UI to {host} exposes every run and artifact in {store} to the "
                   "network, without authentication", markup=False)
-    command = ui_command(store, host, port)
-    out.print(f"MLflow UI for {store} on http://{host}:{port}  (Ctrl-C stops it)", markup=False)
+    command = server_command(store, host, port)
+    out.print(f"MLflow UI for {store} on {base_url(host, port)}  (Ctrl-C stops it)", markup=False)
+    if chosen is None:
+        out.print(f"  no runs yet: {runs_url(host, port, None)}", markup=False)
+    else:
+        out.print(f"  runs of {chosen.name}: {runs_url(host, port, chosen.experiment_id)}", markup=False)
     sys.stdout.flush()
-    os.execv(command[0], command)
-
-
-def ui_command(store: str, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-            "--host", host, "--port", str(port), "--workers", "1"]
+    os.execve(command[0], command, server_environment())
 
 
 LAUNCHER_PID = "TRAINYARD_LAUNCHER_PID"

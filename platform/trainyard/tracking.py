@@ -4,6 +4,7 @@ Layout of a trainyard run in MLflow:
 - params: every resolved spec value under its dotted key (`model.params.dropout`);
 - tags: `trainyard.version`, `trainyard.plugin.<name>.version`, `trainyard.model` /
   `trainyard.data` / ..., `mlflow.source.git.commit` (of the spec's repository), `trainyard.spec`;
+  the experiment: `mlflow.experimentKind` = `custom_model_development` (see experiment_id_for);
 - metrics: `train/...`, `val/...`, `test/...` as the components log them, sent by Lightning's
   MLFlowLogger asynchronously and buffered (see BUFFER_SECONDS);
 - artifacts: `spec.yaml` (the resolved spec), `checkpoints/best.ckpt`, `model/` (mlflow.pytorch),
@@ -30,6 +31,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # through MLflow's async queue, which, with buffering, writes whatever arrived in the last
 # second as one batch instead of one write per logging call.
 BUFFER_SECONDS = "1"
+# The kind of experiment, in the tag and values of MLflow 3's UI (its experiment-kind enum):
+# "custom_model_development" (shown as "Machine learning") or "genai_development".
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
 
 
 def tracking_uri(spec_uri: str | None = None) -> str:
@@ -76,12 +81,19 @@ def check_reachable(uri: str) -> None:
 
 
 def experiment_id_for(client, name: str) -> str:
-    """The id of the MLflow experiment called `name`, created if missing; a deleted one is bad input."""
+    """The id of the MLflow experiment called `name`, created if missing; a deleted one is bad input.
+
+    trainyard's experiments are tagged as model-development ones (EXPERIMENT_KIND_TAG), created so
+    or tagged when a run is about to go into one that has no kind yet; a kind someone else set
+    is kept.
+    """
     found = client.get_experiment_by_name(name)
     if found is None:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT})
     if found.lifecycle_stage == "deleted":
         raise SpecError([Problem("tracking.experiment", f"experiment {name!r} is deleted; restore it or choose another name")])
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
     return found.experiment_id
 
 

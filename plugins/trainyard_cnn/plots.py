@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import ConfusionMatrixDisplay
 
-from trainyard_cnn.classifier import ImageClassifier
+if TYPE_CHECKING:  # the classifier imports this module to draw its per-validation series
+    from trainyard_cnn.classifier import ImageClassifier
 
 
 def write_reports(model: ImageClassifier, directory: Path) -> list[Path]:
@@ -25,6 +28,9 @@ def write_reports(model: ImageClassifier, directory: Path) -> list[Path]:
 
 def confusion_matrix_png(model: ImageClassifier, path: Path) -> Path:
     """Rows: true class; columns: predicted class; counts over the whole test set."""
+    # Imported here, when the run's reports are drawn: the networks import without scikit-learn.
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     size = max(4.0, 0.45 * len(model.class_names) + 2)
     figure = Figure(figsize=(size, size))
     ax = figure.subplots()
@@ -38,20 +44,35 @@ def confusion_matrix_png(model: ImageClassifier, path: Path) -> Path:
 
 def misclassified_png(model: ImageClassifier, path: Path) -> Path:
     """Up to 25 test images the model got wrong, titled 'predicted (true)'."""
-    count = len(model.misclassified)
+    figure = misclassified_figure(model.misclassified, model.class_names, "Misclassified test images: predicted (true)")
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def misclassified_figure(examples: list[tuple[torch.Tensor, int, int]], class_names: tuple[str, ...],
+                         title: str) -> Figure:
+    """A grid of (image, predicted, true) examples, five to a row, each titled 'predicted (true)'."""
+    count = len(examples)
     cols = min(5, count)
     rows = math.ceil(count / cols)
-    figure = Figure(figsize=(2 * cols, 2.2 * rows))
+    figure = Figure(figsize=(2 * cols, 2.2 * rows + 0.4))
     axes = figure.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (image, predicted, true) in zip(axes.flat, model.misclassified):
+    for ax, (image, predicted, true) in zip(axes.flat, examples):
         ax.imshow(_displayable(image), cmap="gray" if image.shape[0] == 1 else None)
-        ax.set_title(f"{model.class_names[predicted]} ({model.class_names[true]})", fontsize=9, color="firebrick")
-    figure.suptitle("Misclassified test images: predicted (true)")
+        ax.set_title(f"{class_names[predicted]} ({class_names[true]})", fontsize=9, color="firebrick")
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
+    return figure
+
+
+def figure_pixels(figure: Figure, dpi: int = 80) -> np.ndarray:
+    """The figure drawn into an (H, W, 3) uint8 array, for an image series in the run."""
+    canvas = FigureCanvasAgg(figure)
+    figure.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def _displayable(image: torch.Tensor):

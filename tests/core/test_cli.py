@@ -42,7 +42,7 @@ def test_run_prints_a_compact_summary(tmp_path):
 
 def test_ui_binds_loopback_by_default_and_warns_otherwise(monkeypatch, tmp_path):
     started = []
-    monkeypatch.setattr(cli.os, "execv", lambda path, args: started.append(args))
+    monkeypatch.setattr(cli.os, "execve", lambda path, args, env: started.append(args))
     result = CliRunner().invoke(app, ["ui"])
     assert result.exit_code == 0 and result.stderr == ""
     assert started[-1][started[-1].index("--host") + 1] == "127.0.0.1"

@@ -24,7 +24,7 @@ data: {{name: cnn.digits, params: {{batch_size: 16}}}}
 trainer: {{max_epochs: 200, devices: {devices}, accelerator: cpu, progress_bar: false, log_every_n_steps: 1}}
 tracking: {{uri: "sqlite:///{store}", log_model: false}}
 """
-DEVICES = 3
+DEVICES = 2
 
 
 def processes_of(spec: Path) -> list[int]:

@@ -109,8 +109,16 @@ def test_run_is_recorded_completely(tmp_path):
     assert tags["trainyard.overrides"] == "optimizer.lr"
     assert tags["trainyard.model_format"] == "pt2"
 
-    assert artifact_paths(client, run.info.run_id) == {
+    paths = artifact_paths(client, run.info.run_id)
+    assert {path for path in paths if not path.startswith("images/")} == {
         "spec.yaml", "checkpoints/best.ckpt", "reports/confusion_matrix.png", "reports/misclassified.png"}
+    # The misclassified validation images, a series with one image per validation (MLflow's
+    # images/<key>+step+<step>+...png, which its UI's step slider walks through).
+    series = sorted(int(path.split("+step+")[1].split("+")[0]) for path in paths
+                    if path.startswith("images/misclassified+step+") and path.endswith(".png")
+                    and "compressed" not in path)
+    assert series == [step for step, _ in ((m.step, m.value) for m in
+                                           client.get_metric_history(run.info.run_id, "val/acc"))]
     resolved = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/spec.yaml"))
     assert resolved["optimizer"]["lr"] == 0.004 and resolved["model"]["params"]["pool"] == "avg"
 

@@ -111,4 +111,5 @@ def test_a_sweep_compares_the_recurrent_and_the_transformer_model(tmp_path):
     for model in ("seq.seq2seq", "transformer.encoder_decoder"):
         assert f"best_of/{model}/val/exact_match" in parent.data.metrics
     artifacts = {item.path for item in store.client.list_artifacts(parent.info.run_id)}
-    assert {"best_per_model.json", "trials.csv", "metric_vs_params.png", "search_space.yaml"} <= artifacts
+    assert {"best_per_model.json", "trials.csv", "metric_vs_params.png", "search_space.yaml",
+            "learning_curves.png", "parallel_coordinates.png", "top_trials.json"} <= artifacts

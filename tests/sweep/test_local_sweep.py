@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -55,6 +56,14 @@ def test_asha_sweep_nests_every_trial_under_one_parent_and_stops_poor_trials(tmp
     assert {"spec.yaml", "search_space.yaml", "trials.csv", "trials.json", "metric_vs_params.png"} <= artifacts
     rows = list(csv.DictReader(open(store.client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path)))))
     assert sorted(row["status"] for row in rows) == ["FINISHED", "FINISHED", "STOPPED", "STOPPED"]
+    # The reports (sweep/report.py): figures, and the trials ranked as an MLflow table.
+    sizes = {a.path: a.file_size for a in store.client.list_artifacts(parent.info.run_id)}
+    assert all(sizes.get(name, 0) > 5000 for name in ("parallel_coordinates.png", "learning_curves.png")), sizes
+    top = json.load(open(store.client.download_artifacts(parent.info.run_id, "top_trials.json", str(tmp_path))))
+    ranked = [dict(zip(top["columns"], row)) for row in top["data"]]
+    assert [(row["rank"], row["status"], row["lr"]) for row in ranked[:2]] == [(1, "FINISHED", "0.3"), (2, "FINISHED", "0.3")]
+    assert sorted(row["status"] for row in ranked) == ["FINISHED", "FINISHED", "STOPPED", "STOPPED"]
+    assert "reports are incomplete" not in result.stderr
 
     # One line per trial, no Lightning banners or progress bars; logs where the summary says.
     assert "GPU available" not in result.stdout + result.stderr and "Epoch 0" not in result.stdout

@@ -8,6 +8,7 @@
     child_run.py  a trial's MLflow child run: found by trial id, continued after retries
     progress.py   the driver's Tune callback: one line per trial, status of runs trials could not end
     summary.py    the best trial, the table of trials and the plot, into the parent run
+    report.py     the reports on the parent: parallel coordinates, learning curves, top trials
 
 Ray is imported only here (and only when a sweep runs): `trainyard run` does not pay for it.
 """

@@ -116,7 +116,7 @@ def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> Sw
                 if not options.resume:
                     _write_state(folder, state)
                 result = _tune(experiment, state, parent, storage, options, ray_cluster, console, local)
-                result.warnings = warnings
+                result.warnings = warnings + result.warnings
                 result.timings = {"ray_start": ray_start} | result.timings
             finally:
                 import ray
@@ -204,7 +204,7 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
           ray_cluster, console, local: Path) -> SweepResult:
     from ray import tune
 
-    from trainyard.sweep import space, summary
+    from trainyard.sweep import report, space, summary
     from trainyard.sweep.progress import SweepProgress
     from trainyard.sweep.trial import SweepJob, trial_main
 
@@ -260,6 +260,7 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         started = time.perf_counter()
         found = summary.collect(parent, sweep)
         summary.record(parent, sweep, found, local / "summary")
+        report_warning = report.record(parent, sweep, found, local / "summary")
         if sweep.reports == "best" and found.best is not None:
             _record_best(job, results, found.best, parent)
     except BaseException as error:
@@ -268,7 +269,10 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
     status = "FINISHED" if found.best is not None else "FAILED"
     parent.end(status, RuntimeError("no trial finished") if status == "FAILED" else None)
     timings["summary"] = time.perf_counter() - started
-    return _result(state, parent, status, found, timings)
+    result = _result(state, parent, status, found, timings)
+    if report_warning:
+        result.warnings.append(report_warning)
+    return result
 
 
 def _record_best(job, results, best, parent: TrackedRun) -> None:

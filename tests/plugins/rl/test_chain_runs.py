@@ -201,21 +201,21 @@ def test_bad_chain_specs_exit_2_with_one_line_and_write_nothing(case, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")
-def test_chain_sweep_over_gamma_and_slip(tmp_path):
+def test_chain_sweep_over_gamma_on_ice(tmp_path):
+    """Two trials, not the example's eight: Ray's start-up and each trial's imports dominate this test."""
     spec = tmp_path / "frozenlake_chain_sweep.yaml"
     spec.write_text((EXPERIMENTS / "rl" / "frozenlake_chain_sweep.yaml").read_text())
-    result = subprocess.run([*trainyard_command(), "sweep", str(spec), "--set",
-                             "sweep.space.algorithm.params.gamma={grid: [0.5, 0.999]}"],
+    result = subprocess.run([*trainyard_command(), "sweep", str(spec),
+                             "--set", "sweep.space.algorithm.params.gamma={grid: [0.5, 0.999]}",
+                             "--set", "sweep.space.env.params.is_slippery={grid: [true]}"],
                             env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("rl-markov-sweep").experiment_id])
     [parent] = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4 and all(run.info.status == "FINISHED" for run in children)
-    success = {(run.data.params["algorithm.params.gamma"], run.data.params["env.params.is_slippery"]):
-               run.data.metrics["absorption/target"] for run in children}
-    # Without slip the optimal policy walks to the goal; on ice a far-sighted one gets there more often.
-    assert success[("0.999", "False")] == pytest.approx(1.0, abs=1e-12)
-    assert success[("0.999", "True")] > success[("0.5", "True")]
-    assert parent.data.metrics["best_trial/absorption/target"] == pytest.approx(1.0, abs=1e-12)
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
+    success = {run.data.params["algorithm.params.gamma"]: run.data.metrics["absorption/target"] for run in children}
+    # On ice a far-sighted policy reaches the goal more often than a short-sighted one.
+    assert success["0.999"] > success["0.5"]
+    assert parent.data.metrics["best_trial/absorption/target"] == pytest.approx(success["0.999"], abs=1e-12)
