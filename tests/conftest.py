@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # model sized by its vocabulary, a VAE.
 TEST_PLUGINS = ("example_plugin", "broken_plugin")
 CONTRACT_PLUGINS = ("gan_plugin", "lm_plugin", "vae_plugin")
+
+# The tracking servers the tests start (`mlflow server`, which inherits this) run without MLflow's
+# job runner: its seven processes serve GenAI features no test uses and slow every start-up on 2
+# cores. `trainyard ui` turns it off the same way (trainyard/ui.py).
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,7 +20,10 @@ BROWSER_NOT_RUN = "browser tests did not run"
 
 def subprocess_env(plugin_site: Path | None = None, plugins: str | None = None) -> dict[str, str]:
     """Environment for running the `trainyard` command in a child process."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TRAINYARD_PLUGINS")}
+    # MLflow's process-wide choices, which a run trained inside the test process leaves in os.environ
+    # (mlflow.set_experiment sets MLFLOW_EXPERIMENT_ID), are not the child's.
+    dropped = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TRAINYARD_PLUGINS")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     if plugin_site is not None:
         env["PYTHONPATH"] = str(plugin_site)
     if plugins is not None:

@@ -94,6 +94,10 @@ def log_pytorch_model(tracked: TrackedRun, model: Any) -> None:
     # Requirements are given, not inferred: MLflow's inference re-imports the model in a
     # subprocess, which costs seconds per run.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"trainyard=={trainyard.__version__}"]
+    # mlflow.pytorch.log_model files the model under the process's active experiment (else
+    # $MLFLOW_EXPERIMENT_ID, else experiment 0), whatever run_id says: make that the run's own,
+    # also for a run continued by `--resume` and when the environment names another experiment.
+    mlflow.set_experiment(experiment_id=tracked.experiment_id)
     example = getattr(model, "example_input_array", None)
     model = model.cpu().eval()
     if isinstance(example, torch.Tensor):

@@ -131,7 +131,6 @@ class TrackedRun:
     def start(cls, uri: str, experiment: str, run_name: str, tags: dict[str, str],
               description: str = "") -> TrackedRun:
         """Create a run in `experiment` (created if missing)."""
-        import mlflow
         from mlflow import MlflowClient
         from mlflow.tracking.context.registry import resolve_tags
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
@@ -139,8 +138,6 @@ class TrackedRun:
         configure_mlflow(uri)
         client = MlflowClient(uri)
         experiment_id = experiment_id_for(client, experiment)
-        # mlflow.pytorch.log_model files the model under the process's active experiment.
-        mlflow.set_experiment(experiment_id=experiment_id)
         extra = {MLFLOW_RUN_NAME: run_name} | ({MLFLOW_RUN_NOTE: description} if description else {})
         # resolve_tags adds MLflow's context tags (user, source), as mlflow.start_run would.
         run = client.create_run(experiment_id, tags=resolve_tags(tags | extra), run_name=run_name)

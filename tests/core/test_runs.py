@@ -277,3 +277,26 @@ def test_multi_device_training_records_one_run(plugin_site, tmp_path):
     assert run.info.status == "FINISHED"
     assert {"train/loss", "val/acc", "test/acc", "train/lr", "best/val/acc"} <= set(run.data.metrics)
     assert "checkpoints/best.ckpt" in artifact_paths(client, run.info.run_id)
+
+
+def test_a_continued_run_files_its_model_under_its_own_experiment(tmp_path, monkeypatch):
+    """`trainyard sweep --resume` logs the best model into a run it continues: the model goes to
+    that run's experiment, not to $MLFLOW_EXPERIMENT_ID's (here one that does not exist)."""
+    from mlflow.tracking import fluent
+
+    from trainyard.record import log_pytorch_model
+    from trainyard.tracking import TrackedRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    first = TrackedRun.start(uri, "continued", "run", {})
+    first.end("KILLED")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "999")
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)  # a new process
+    continued = TrackedRun.attach(uri, first.run_id)
+    model = torch.nn.Linear(3, 2)
+    model.example_input_array = torch.zeros(1, 3)
+    log_pytorch_model(continued, model)
+    continued.end("FINISHED")
+    [output] = MlflowClient(uri).get_run(first.run_id).outputs.model_outputs
+    assert mlflow.get_logged_model(output.model_id).experiment_id == first.experiment_id != "0"

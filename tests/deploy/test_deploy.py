@@ -151,7 +151,7 @@ def test_dockerfile_installs_the_pinned_versions():
 
 def test_mlflow_image_matches_the_pinned_mlflow():
     text = (DEPLOY / "tracking" / "mlflow.Dockerfile").read_text()
-    assert f"mlflow=={pinned('mlflow')}" in text and "psycopg2" in text and "boto3" in text
+    assert f"mlflow=={pinned('mlflow')}" in text and f"psycopg[binary]=={pinned('psycopg')}" in text and "boto3" in text
     assert re.search(r"^USER (?!root)\w+", text, re.MULTILINE)
 
 

@@ -6,10 +6,8 @@ sweep whose tracking store or checkpoint storage only this machine can reach."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,9 @@ import pytest
 
 from conftest import Store, blobs_spec, run_sweep
 from helpers import free_port, subprocess_env, wait_for_http
+from servers import start_moto_s3
+from servers import start_process as _start
+from servers import stop_process as _stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -35,23 +36,6 @@ class TwoNodes:
     storage: str
     env: dict[str, str]
     folder: Path
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    # A session of its own, so that stopping it stops every process it started.
-    return subprocess.Popen(command, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _nodes(address: str, env: dict[str, str]) -> int:
@@ -78,9 +62,7 @@ def two_nodes(plugin_site):
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     processes = []
     try:
-        processes.append(_start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], env,
-                                folder / "s3.log"))
-        wait_for_http(f"http://127.0.0.1:{s3_port}/moto-api/", process=processes[-1])
+        processes.append(start_moto_s3(s3_port, env, folder / "s3.log"))
         subprocess.run([sys.executable, "-c", "import boto3; boto3.client('s3').create_bucket(Bucket='sweeps')"],
                        env=env, check=True, timeout=60)
         processes.append(_start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
