@@ -1,6 +1,6 @@
 """What a sweep costs beyond its trials' own work, on this machine (2 cores, a local Ray instance).
 
-    .venv/bin/python benchmarks/bench_sweep_overhead.py [--repeats 3] [--skip-real] [--skip-trivial]
+    .venv/bin/python benchmarks/bench_sweep_overhead.py [--repeats 3] [--skip-real] [--skip-trivial] [--skip-five]
 
 1. Trivial trials. Sweeps of 20 and 100 trials of a trivial algorithm (one pull of the example
    plugin's two-armed bandit: microseconds of work), interleaved, each repeat a full `trainyard
@@ -18,6 +18,11 @@
    trial) divided by 2. Printed: the trial phase's wall time over the ideal (target <= 1.3), both
    from the moment Tune starts (trial processes still importing) and over the span in which
    trials ran (processes warm), and the whole command's wall time.
+
+3. Trials of about 5 s (issue 17's measure of a whole sweep). 16 trials of LeNet-5 on the
+   digits, `--epochs` epochs each (20: about 5 s of training and testing on this machine), two
+   at a time. The ideal is the sum of the trials' own times / 2 plus Ray's start-up; printed:
+   the whole `trainyard sweep`'s wall time over it (target <= 1.25), and where the rest went.
 
 The example plugin comes from tests/fixtures/example_plugin, installed into a temporary folder.
 """
@@ -143,11 +148,40 @@ def real(folder: Path, repeats: int) -> None:
           "(includes starting Ray)")
 
 
+def five_second_trials(folder: Path, repeats: int, epochs: int) -> None:
+    spec = ROOT / "experiments" / "cnn" / "lenet5_digits_sweep.yaml"
+    overrides = [f"trainer.max_epochs={epochs}", "sweep.num_samples=16", "sweep.max_concurrent=2",
+                 "sweep.scheduler.name=fifo", "sweep.scheduler.grace_period=null",
+                 "sweep.scheduler.reduction_factor=null", f"tracking.uri=sqlite:///{folder / 'five.db'}",
+                 f"sweep.storage_path={folder / 'sweeps'}"]
+    ratios, walls, ideals, trial_times = [], [], [], []
+    for repeat in range(repeats):
+        result, wall = sweep(spec, overrides)
+        own = own_seconds(result)
+        assert len(own) == 16 and all(own)
+        ideal = sum(own) / 2 + result.timings["ray_start"]
+        ratios.append(wall / ideal)
+        walls.append(wall)
+        ideals.append(ideal)
+        trial_times.append(statistics.median(own))
+        print(f"  repeat {repeat + 1}: 16 trials of {statistics.median(own):.2f} s (median), Ray start "
+              f"{result.timings['ray_start']:.2f} s, ideal {ideal:.2f} s; whole command {wall:.2f} s "
+              f"({wall / ideal:.2f}x): trial phase {result.timings['trials']:.2f} s, "
+              f"summary {result.timings['summary']:.2f} s", flush=True)
+    ratio = statistics.median(ratios)
+    print(f"\n16 trials of about {statistics.median(trial_times):.1f} s, two at a time (medians)")
+    print(f"  ideal (sum of trial times / 2 + Ray start) {statistics.median(ideals):.2f} s   whole command "
+          f"{statistics.median(walls):.2f} s")
+    print(f"  whole command / ideal       {ratio:.2f}x   (target <= 1.25)  {'MET' if ratio <= 1.25 else 'NOT MET'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-trivial", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-five", action="store_true", help="skip the 16 trials of about 5 s")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of a 'five-second' trial")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         folder = Path(tmp)
@@ -161,6 +195,9 @@ def main() -> None:
         if not args.skip_real:
             print(flush=True)
             real(folder, args.repeats)
+        if not args.skip_five:
+            print(flush=True)
+            five_second_trials(folder, args.repeats, args.epochs)
 
 
 if __name__ == "__main__":

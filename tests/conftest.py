@@ -34,6 +34,22 @@ def pytest_collection_modifyitems(config, items):
                    for marker in item.iter_markers("xdist_group"))
 
     items.sort(key=lambda item: not starts_ray(item))  # stable: each side keeps its order
+    _keep_xdist_group_suffix(items)
+
+
+def _keep_xdist_group_suffix(items) -> None:
+    """pytest-xdist 3.8's --dist loadgroup names a grouped test `<nodeid>@<group>` by setting
+    `item._nodeid` (in its own collection hook, which runs before this one), but pytest 9.2
+    derives `item.nodeid` from `item._id` instead: the suffix is lost, and every grouped test is
+    scheduled on its own, so two Ray instances competed for the cores and a module's fixtures
+    were built once per worker. This puts the suffix where pytest 9.2 reads it
+    (tests/core/test_xdist_groups.py checks that it is there)."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        grouped = getattr(item, "_nodeid", None)  # set only under --dist loadgroup
+        if grouped is not None and grouped.startswith(item.nodeid + "@"):
+            item._id = NodeId.parse(grouped)
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from trainyard import BuildContext
 from trainyard.media import log_image
-from trainyard.tracking import metric_step
-from trainyard_cnn.plots import figure_pixels, misclassified_figure
+from trainyard_cnn.plots import misclassified_grid
 
 METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 MAX_MISCLASSIFIED = 25
@@ -67,10 +66,7 @@ class ImageClassifier(LightningModule):
 
     def on_validation_epoch_end(self):
         if self.val_misclassified and not self.trainer.sanity_checking:
-            step = metric_step(self.trainer)  # the step of this validation's metrics
-            figure = misclassified_figure(self.val_misclassified, self.class_names,
-                                          f"Misclassified validation images at step {step}: predicted (true)")
-            log_image(self, "misclassified", figure_pixels(figure), step)
+            log_image(self, "misclassified", misclassified_grid(self.val_misclassified, self.class_names))
 
     def on_test_epoch_start(self):
         self.test_confusion.reset()

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:  # the classifier imports this module to draw its per-validation series
@@ -67,12 +66,27 @@ def misclassified_figure(examples: list[tuple[torch.Tensor, int, int]], class_na
     return figure
 
 
-def figure_pixels(figure: Figure, dpi: int = 80) -> np.ndarray:
-    """The figure drawn into an (H, W, 3) uint8 array, for an image series in the run."""
-    canvas = FigureCanvasAgg(figure)
-    figure.set_dpi(dpi)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+def misclassified_grid(examples: list[tuple[torch.Tensor, int, int]], class_names: tuple[str, ...],
+                       cell: int = 96) -> np.ndarray:
+    """The (image, predicted, true) examples as one (H, W, 3) uint8 grid, five to a row, each
+    captioned 'predicted (true)': the per-validation image series. Drawn with Pillow rather than
+    matplotlib because it is drawn at every validation: about a millisecond against 150 ms, which
+    on a small model is as long as an epoch."""
+    from PIL import Image, ImageDraw
+
+    caption = 14
+    cols = min(5, len(examples))
+    rows = math.ceil(len(examples) / cols)
+    grid = Image.new("RGB", (cols * cell, rows * (cell + caption)), "white")
+    draw = ImageDraw.Draw(grid)
+    for index, (image, predicted, true) in enumerate(examples):
+        pixels = (_displayable(image) * 255).astype(np.uint8)
+        tile = Image.fromarray(pixels).convert("RGB").resize((cell - 4, cell - 4), Image.NEAREST)
+        x, y = (index % cols) * cell, (index // cols) * (cell + caption)
+        grid.paste(tile, (x + 2, y + caption))
+        # Pillow's built-in font: about 6 pixels a character, 16 to a cell.
+        draw.text((x + 2, y + 1), f"{class_names[predicted][:7]} ({class_names[true][:6]})", fill=(178, 34, 34))
+    return np.asarray(grid)
 
 
 def _displayable(image: torch.Tensor):
