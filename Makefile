@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 # Written after a successful install; rebuilt when the dependencies change.
 INSTALLED := $(VENV)/.installed
 SPEC ?= experiments/cnn/lenet5_digits.yaml
-# One pytest worker per core (pytest-xdist); tests that start Ray share one worker (--dist loadgroup)
-# so that two Ray instances never compete for the cores. PYTEST_ARGS="-n 0 -k name" for one test.
+# One pytest worker per core (pytest-xdist). Tests that start Ray run in two groups (--dist
+# loadgroup): the long sweeps on one worker, in turn; the few small ones (xdist_group "small-sweeps")
+# as one unit beside them, so that at most two Ray instances share the cores
+# (tests/conftest.py). PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer benchmark-repr benchmark-tracking gpu-check clean

@@ -26,9 +26,12 @@ os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests that start Ray share one worker (--dist loadgroup) and take longest together:
-    collected first, they start at once on one worker while the others take the rest, instead
-    of running alone at the end."""
+    """The long sweeps (xdist_group "ray") share one worker (--dist loadgroup) and take longest
+    together: collected first, they start at once on one worker while the others take the rest,
+    instead of running alone at the end. A few small sweeps form a second group
+    ("small-sweeps", about three minutes in all): with them on the long sweeps' worker, that worker
+    alone took the suite past 15 minutes while the other stood idle; beside it, at most two Ray
+    instances run at once."""
     def starts_ray(item) -> bool:
         return any((marker.args[:1] or (marker.kwargs.get("name"),)) == ("ray",)
                    for marker in item.iter_markers("xdist_group"))

@@ -27,8 +27,8 @@ from mlflow import MlflowClient
 from helpers import (BROWSER_NOT_RUN, EXPERIMENTS, SCREENSHOTS, free_port, subprocess_env, trainyard_command,
                      wait_for_http)
 
-# The sweep starts Ray: one worker runs every test that does (pyproject/Makefile: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+# The sweep starts Ray: with the other small sweeps (tests/conftest.py), on one worker (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("small-sweeps")]
 
 CHROMIUM = os.environ.get("TRAINYARD_CHROMIUM", "/usr/bin/chromium")
 # Flags that work as root in a container without a GPU or a network; Playwright adds --headless

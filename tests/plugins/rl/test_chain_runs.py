@@ -200,7 +200,7 @@ def test_bad_chain_specs_exit_2_with_one_line_and_write_nothing(case, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")
+@pytest.mark.xdist_group("small-sweeps")
 def test_chain_sweep_over_gamma_on_ice(tmp_path):
     """Two trials, not the example's eight: Ray's start-up and each trial's imports dominate this test."""
     spec = tmp_path / "frozenlake_chain_sweep.yaml"

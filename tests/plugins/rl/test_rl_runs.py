@@ -123,7 +123,7 @@ def test_bad_rl_specs_exit_2_with_one_line_and_write_nothing(case, command, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")
+@pytest.mark.xdist_group("small-sweeps")
 def test_sweep_over_gamma_and_slip(tmp_path):
     spec = tmp_path / "frozenlake_vi_sweep.yaml"
     spec.write_text((EXPERIMENTS / "rl" / "frozenlake_vi_sweep.yaml").read_text())

@@ -248,7 +248,7 @@ def test_a_run_records_metrics_tokenizers_samples_and_reports(tmp_path, attentio
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")
+@pytest.mark.xdist_group("small-sweeps")
 def test_a_sweep_compares_attention_types_in_nested_child_runs(tmp_path):
     """experiments/seq/attention_sweep.yaml, smaller: each attention type is a child run."""
     spec = tmp_path / "attention_sweep.yaml"
