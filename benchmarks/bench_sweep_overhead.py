@@ -91,6 +91,15 @@ def trial_span(result) -> float:
     return (max(run.end_time for run in runs) - min(run.start_time for run in runs)) / 1000
 
 
+def digits_sweep(folder: Path, epochs: int, store: str) -> tuple[Path, list[str]]:
+    """The flagship digits sweep as 16 trials of `epochs` epochs, two at a time, every one run to its end."""
+    spec = ROOT / "experiments" / "cnn" / "lenet5_digits_sweep.yaml"
+    return spec, [f"trainer.max_epochs={epochs}", "sweep.num_samples=16", "sweep.max_concurrent=2",
+                  "sweep.scheduler.name=fifo", "sweep.scheduler.grace_period=null",
+                  "sweep.scheduler.reduction_factor=null", f"tracking.uri=sqlite:///{folder / store}",
+                  f"sweep.storage_path={folder / 'sweeps'}"]
+
+
 def trivial(folder: Path, repeats: int) -> None:
     spec = folder / "trivial.yaml"
     phases: dict[int, list[float]] = {20: [], 100: []}
@@ -119,11 +128,7 @@ def trivial(folder: Path, repeats: int) -> None:
 
 
 def real(folder: Path, repeats: int) -> None:
-    spec = ROOT / "experiments" / "cnn" / "lenet5_digits_sweep.yaml"
-    overrides = ["trainer.max_epochs=1", "sweep.num_samples=16", "sweep.max_concurrent=2",
-                 "sweep.scheduler.name=fifo", "sweep.scheduler.grace_period=null",
-                 "sweep.scheduler.reduction_factor=null", f"tracking.uri=sqlite:///{folder / 'real.db'}",
-                 f"sweep.storage_path={folder / 'sweeps'}"]
+    spec, overrides = digits_sweep(folder, epochs=1, store="real.db")
     phase_ratios, span_ratios, walls, ideals = [], [], [], []
     for repeat in range(repeats):
         result, wall = sweep(spec, overrides)
@@ -149,11 +154,7 @@ def real(folder: Path, repeats: int) -> None:
 
 
 def five_second_trials(folder: Path, repeats: int, epochs: int) -> None:
-    spec = ROOT / "experiments" / "cnn" / "lenet5_digits_sweep.yaml"
-    overrides = [f"trainer.max_epochs={epochs}", "sweep.num_samples=16", "sweep.max_concurrent=2",
-                 "sweep.scheduler.name=fifo", "sweep.scheduler.grace_period=null",
-                 "sweep.scheduler.reduction_factor=null", f"tracking.uri=sqlite:///{folder / 'five.db'}",
-                 f"sweep.storage_path={folder / 'sweeps'}"]
+    spec, overrides = digits_sweep(folder, epochs=epochs, store="five.db")
     ratios, walls, ideals, trial_times = [], [], [], []
     for repeat in range(repeats):
         result, wall = sweep(spec, overrides)

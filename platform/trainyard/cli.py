@@ -231,36 +231,35 @@ def runs(experiment: Annotated[Optional[str], typer.Option(
              metavar="PARENT_ID", help="List the trials of this sweep's parent run instead.")] = None,
          as_json: JsonOpt = False, uri: UriOpt = None):
     """List an experiment's runs (or a sweep's trials): status, duration, key metrics."""
-    from trainyard.browse import BrowseError, list_runs, open_store, print_runs, to_json
+    from trainyard.browse import list_runs, print_runs
 
-    try:
-        with open_store(uri) as store:
-            listing = list_runs(store, experiment, sweep)
-    except BrowseError as error:
-        err.print(f"trainyard runs: {error}", markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    if as_json:
-        print(to_json(listing))
-    else:
-        print_runs(listing, out)
+    _browse("runs", lambda store: list_runs(store, experiment, sweep), print_runs, as_json, uri)
 
 
 @app.command("show")
 def show_run(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="An MLflow run id.")],
              as_json: JsonOpt = False, uri: UriOpt = None):
     """Show one run: params, last and best metrics, artifacts, and its page in the UI."""
-    from trainyard.browse import BrowseError, describe_run, open_store, print_run, to_json
+    from trainyard.browse import describe_run, print_run
+
+    _browse("show", lambda store: describe_run(store, run_id), print_run, as_json, uri)
+
+
+def _browse(command: str, read, show, as_json: bool, uri: str | None) -> None:
+    """Read from the store (`read(store)` -> plain dict), then print it as JSON or with `show`;
+    bad input (BrowseError) is one line and exit 2."""
+    from trainyard.browse import BrowseError, open_store, to_json
 
     try:
         with open_store(uri) as store:
-            described = describe_run(store, run_id)
+            found = read(store)
     except BrowseError as error:
-        err.print(f"trainyard show: {error}", markup=False)
+        err.print(f"trainyard {command}: {error}", markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
-        print(to_json(described))
+        print(to_json(found))
     else:
-        print_run(described, out)
+        show(found, out)
 
 
 @plugins_app.callback()
