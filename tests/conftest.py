@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -81,8 +82,16 @@ def isolated(tmp_path, monkeypatch):
 
 def _install(tmp_path_factory, name: str, folders: tuple[str, ...]) -> Path:
     """Test plugins installed by pip into a folder: real distributions with real entry points.
-    Shared by pytest-xdist workers."""
+    Shared by pytest-xdist workers, and kept between sessions (pytest keeps its last few base
+    folders) under a name that changes with the plugins' sources, so an edited plugin is
+    installed again."""
     shared = tmp_path_factory.getbasetemp().parent
+    sources = hashlib.sha256()
+    for folder in folders:
+        for path in sorted((FIXTURES / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".toml") and "build" not in path.parts:
+                sources.update(path.relative_to(FIXTURES).as_posix().encode() + path.read_bytes())
+    name = f"{name}-{sources.hexdigest()[:12]}"
     target = shared / name
     with FileLock(str(shared / f"{name}.lock")):
         if not (target / ".installed").exists():

@@ -44,11 +44,13 @@ class Built:
         return self.model is not None and not self.model.automatic_optimization
 
 
-def build(experiment: Experiment, workdir: Path | None = None) -> Built:
-    """Seed, then build the experiment's components. Bad params or shapes raise SpecError."""
+def build(experiment: Experiment, workdir: Path | None = None, store: str | None = None) -> Built:
+    """Seed, then build the experiment's components. Bad params or shapes raise SpecError.
+    `store` is the tracking URI the run is recorded in (default: the spec's, resolved)."""
     from pytorch_lightning import seed_everything
 
     spec = experiment.spec
+    store = store or tracking_uri(spec.tracking.uri)
     seed_everything(spec.seed, workers=True, verbose=False)
     built = Built()
     if (resolved := experiment.components.get("data")) is not None:
@@ -59,7 +61,8 @@ def build(experiment: Experiment, workdir: Path | None = None) -> Built:
         built.env = _build_checked("env", resolved, BuildContext(seed=spec.seed))
     env_section = experiment.components.get("env")
     make_env = partial(env_section.build, BuildContext(seed=spec.seed)) if env_section is not None else None
-    ctx = BuildContext(seed=spec.seed, data=built.data, env=built.env, make_env=make_env, facts=built.facts)
+    ctx = BuildContext(seed=spec.seed, data=built.data, env=built.env, make_env=make_env, facts=built.facts,
+                       tracking_uri=store)
     if (resolved := experiment.components.get("algorithm")) is not None:
         built.algorithm = _build_checked("algorithm", resolved, ctx)
     if (resolved := experiment.components.get("model")) is not None:
@@ -158,10 +161,13 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
     """A Lightning Trainer for the spec's trainer section (no logger yet: the run does not exist).
 
     `options` are Trainer arguments that win over the spec's (a sweep trial's strategy and
-    devices under Ray Train). `built` tells whether the module uses manual optimization: then
-    clipping, schedules and max_steps are the core's callbacks (see trainyard.optim)."""
+    devices under Ray Train); its strategy may be a DDPStrategy class, which is made with the
+    DistributedDataParallel arguments the module needs. `built` tells whether the module uses
+    manual optimization: then clipping, schedules and max_steps are the core's callbacks (see
+    trainyard.optim), and data-parallel training finds unused parameters (below)."""
     from pytorch_lightning import Trainer
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.strategies import DDPStrategy
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from trainyard import optim
@@ -206,8 +212,20 @@ def make_trainer(experiment: Experiment, checkpoint_dir: Path, callbacks: Sequen
         deterministic=t.deterministic, enable_progress_bar=t.progress_bar and not quiet,
         enable_model_summary=not quiet, enable_checkpointing=t.checkpoint is not None,
         callbacks=all_callbacks, logger=False, default_root_dir=checkpoint_dir.parent)
+    # A module under manual optimization chooses which parameters each backward pass reaches (a
+    # GAN's discriminator step leaves the generator's without gradients, and the other way
+    # round). DistributedDataParallel must be told, or it waits for the missing gradients and
+    # fails (Lightning #20328); it then walks the graph once per backward to find them.
+    ddp_arguments = {"find_unused_parameters": True} if manual else {}
+    options = dict(options or {})
+    if isinstance(options.get("strategy"), type) and issubclass(options["strategy"], DDPStrategy):
+        options["strategy"] = options["strategy"](**ddp_arguments)
     try:
-        return Trainer(**arguments | dict(options or {}))
+        trainer = Trainer(**arguments | options)
+        if ddp_arguments and "strategy" not in options and type(trainer.strategy) is DDPStrategy:
+            # Lightning chose DDP for several devices: the same strategy, with those arguments.
+            trainer = Trainer(**arguments | options | {"strategy": DDPStrategy(**ddp_arguments)})
+        return trainer
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         # e.g. accelerator: gpu on a machine without one
         raise SpecError([Problem("trainer", _first_line(error))]) from None

@@ -55,7 +55,10 @@ class BuildContext:
     facts: for a model, what its data module's `facts()` returned (a vocabulary's size and
           special-token ids, a maximum length, an image shape): the model sizes itself by them;
     cache: for a data module, a `trainyard.datacache.DataCache` keyed by the component and its
-          params: where it keeps what it derives from its input files (a trained tokenizer).
+          params: where it keeps what it derives from its input files (a trained tokenizer);
+    tracking_uri: the MLflow store the run is recorded in (the spec's tracking.uri, else
+          $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; a sweep's store in its trials), where
+          a component looks up runs its params name (a GAN's FID classifier); None in the kit.
     """
 
     seed: int = 0
@@ -64,6 +67,7 @@ class BuildContext:
     make_env: Callable[[], Any] | None = None
     facts: Mapping[str, Any] = field(default_factory=dict)
     cache: Any = None
+    tracking_uri: str | None = None
 
 
 @dataclass(frozen=True)

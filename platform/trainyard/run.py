@@ -79,7 +79,7 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trainyard-") as tmp:
         workdir = Path(tmp)
-        built = build(experiment, workdir)
+        built = build(experiment, workdir, store=uri)
         trainer = make_trainer(experiment, workdir / "checkpoints", callbacks, quiet, built=built) \
             if built.model is not None else None
         if trainer is not None and not launched_as_rank_zero():

@@ -235,6 +235,9 @@ class TrackedRun:
 
         self.client.log_text(self.run_id, text, text_artifact(key, step))
 
+    def set_run_tag(self, key: str, value: str) -> None:
+        self.set_tags({key: value})
+
     def lightning_logger(self):
         """Lightning's MLFlowLogger, writing into this run asynchronously, never ending it."""
         return lightning_logger(self.uri, self.run_id)
@@ -269,7 +272,7 @@ def lightning_logger(uri: str, run_id: str | None):
         def finalize(self, status: str = "success") -> None:
             return None
 
-        # Images and text during training (trainyard.media); rank zero only, like log_metrics.
+        # Images, text and tags during training (trainyard.media); rank zero only, like log_metrics.
         @rank_zero_only
         def log_step_image(self, key: str, image: Any, step: int) -> None:
             self.experiment.log_image(self.run_id, image, key=key, step=step)
@@ -279,5 +282,9 @@ def lightning_logger(uri: str, run_id: str | None):
             from trainyard.media import text_artifact
 
             self.experiment.log_text(self.run_id, text, text_artifact(key, step))
+
+        @rank_zero_only
+        def set_run_tag(self, key: str, value: str) -> None:
+            self.experiment.set_tag(self.run_id, key, value)
 
     return RunOwnedMLFlowLogger(tracking_uri=uri, run_id=run_id, synchronous=False)

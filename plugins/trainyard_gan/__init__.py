@@ -118,7 +118,9 @@ def _gan(params: GANOptions, ctx: BuildContext, network: str, conditional: bool)
                              f"(cnn.digits, cnn.mnist); {name} gives neither")
         classifier = None
         if params.fid_classifier:
-            classifier = features.from_run(params.fid_classifier, sample_shape, len(class_names), tracking_uri())
+            # The store this run is recorded in (a sweep's, in its trials); the kit has none.
+            store = ctx.tracking_uri or tracking_uri()
+            classifier = features.from_run(params.fid_classifier, sample_shape, len(class_names), store)
         evaluation = ImageEvaluation(data, tuple(class_names), classifier)
     if conditional and not class_names:
         raise ValueError(f"a conditional GAN needs labelled data; {name} serves no labels (labels: false)")

@@ -21,12 +21,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pytorch_lightning import LightningModule
-from pytorch_lightning.loggers import MLFlowLogger
-from pytorch_lightning.strategies import DDPStrategy
 from torch.nn.utils import get_total_norm, parameters_to_vector
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trainyard.media import log_image
+from trainyard.media import log_image, set_tag
 from trainyard.tracking import metric_step
 from trainyard_gan import losses
 from trainyard_gan.metrics import CollapseDetector
@@ -94,15 +92,8 @@ class GAN(LightningModule):
     # --- training ------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            # CORE: under data-parallel training DistributedDataParallel must be told that, in each
-            # backward pass, the other network's parameters get no gradient (the generator's in the
-            # discriminator's step, and the other way round); otherwise it waits for them and
-            # fails (Lightning #20328). make_trainer chooses the strategy, so it should do this
-            # for models with several named optimizers; until then the module does, before the
-            # strategy wraps it.
-            strategy._ddp_kwargs["find_unused_parameters"] = True
+        # (Under data-parallel training the core tells DistributedDataParallel that a step leaves
+        # the other network's parameters without gradients: trainyard.build.make_trainer.)
         self.evaluation.prepare()
 
     def on_train_start(self) -> None:
@@ -252,18 +243,3 @@ class GAN(LightningModule):
 def gradient_norm(network: torch.nn.Module) -> torch.Tensor:
     """The 2-norm of all of a network's gradients together (before any clipping)."""
     return get_total_norm([p.grad for p in network.parameters() if p.grad is not None])
-
-
-def set_tag(module: LightningModule, key: str, value: str) -> bool:
-    """Set a tag on the run the module's metrics go to (rank zero; nothing outside a run).
-
-    CORE: trainyard.media logs images and text from a module into its run, but has no way to set
-    a tag; this reaches for the run through Lightning's MLflow logger until it has one."""
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None or not trainer.is_global_zero:
-        return False
-    for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger) and logger.run_id:
-            logger.experiment.set_tag(logger.run_id, key, value)
-            return True
-    return False

@@ -88,13 +88,14 @@ def test_named_optimizers_take_their_sections_and_set_overrides(contract, tmp_pa
 
 
 @pytest.mark.slow
-def test_images_and_text_during_training_are_step_indexed_series(contract, tmp_path):
+def test_images_and_text_during_training_are_step_indexed_series_and_tags_are_set(contract, tmp_path):
     gan = run_experiment(load_experiment(write_spec(tmp_path, "gan", epochs=2)), quiet=True)
     lm = run_experiment(load_experiment(write_spec(tmp_path, "lm", epochs=2)), quiet=True)
     client = store(tmp_path)
     images = [path for path in artifacts(client, gan.run_id, "images") if path.endswith(".png")]
     # MLflow's step-indexed images: images/<key>+step+<step>+... (its UI's step slider reads these).
     assert sorted(int(path.split("+step+")[1].split("+")[0]) for path in images) == [3, 7]
+    assert client.get_run(gan.run_id).data.tags["fixture.validated_at"] == "1"  # trainyard.media.set_tag, last set
     assert [path for path in artifacts(client, lm.run_id, "samples")] == [
         f"samples/samples/step_{step:08d}.txt" for step, _ in history(client, lm.run_id, "val/loss")]
 
@@ -106,6 +107,25 @@ def built_gan(tmp_path: Path, *overrides: str):
     experiment = load_experiment(write_spec(tmp_path, "gan", epochs=3), list(overrides))
     built = build(experiment, tmp_path)
     return experiment, built
+
+
+def test_data_parallel_strategies_find_unused_parameters_under_manual_optimization(contract, tmp_path):
+    """A sweep's Ray Train workers hand make_trainer a DDPStrategy class; it is made with
+    find_unused_parameters for a module under manual optimization only (a GAN's discriminator
+    step leaves the generator without gradients). `trainer.devices: 2` is checked end to end in
+    tests/plugins/gan (DDP fails there without it). Lightning keeps the arguments it passes to
+    DistributedDataParallel in a private attribute, read here."""
+    from pytorch_lightning.strategies import DDPStrategy
+
+    experiment, built = built_gan(tmp_path)
+    assert built.manual_optimization
+    trainer = make_trainer(experiment, tmp_path / "ckpt", quiet=True, built=built, options={"strategy": DDPStrategy})
+    assert type(trainer.strategy) is DDPStrategy and trainer.strategy._ddp_kwargs == {"find_unused_parameters": True}
+    vae = load_experiment(write_spec(tmp_path, "vae", epochs=1))
+    built = build(vae, tmp_path)
+    assert not built.manual_optimization
+    trainer = make_trainer(vae, tmp_path / "ckpt", quiet=True, built=built, options={"strategy": DDPStrategy})
+    assert trainer.strategy._ddp_kwargs == {}
 
 
 def test_max_steps_counts_batches_under_manual_optimization(contract, tmp_path):

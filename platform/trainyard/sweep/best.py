@@ -31,7 +31,7 @@ def record_best(job, config: Mapping[str, Any], run_id: str) -> str:
     tracked = TrackedRun(job.tracking_uri, run_id, job.experiment_id)
     with tempfile.TemporaryDirectory(prefix="trainyard-best-") as tmp:
         folder = Path(tmp)
-        built = build(experiment, folder)
+        built = build(experiment, folder, store=job.tracking_uri)
         if built.algorithm is not None:
             metrics = {key: float(value) for key, value in (built.algorithm.run(_Discard(folder)) or {}).items()}
             make_reports(experiment, built.algorithm, None, built.env, None, metrics, tracked, folder / "reports")

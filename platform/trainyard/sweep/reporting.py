@@ -66,6 +66,10 @@ class TrialLogger(Logger):
         if self.child is not None:
             self.child.tracked.log_step_text(key, text, step)
 
+    def set_run_tag(self, key: str, value: str) -> None:
+        if self.child is not None:
+            self.child.tracked.set_run_tag(key, value)
+
 
 class TrialProgress(Checkpoint):
     """A Tune report at every validation, periodic checkpoints, and MLflow commits tied to them.

@@ -114,7 +114,8 @@ def worker_main(loop_config: dict[str, Any]) -> None:
     config = loop_config["config"]
     rank = ray.train.get_context().get_world_rank()
     experiment = job.trial_experiment(config)
-    trainer_options = {"strategy": RayDDPStrategy(), "plugins": [RayLightningEnvironment()],
+    # The class: make_trainer makes it with the DistributedDataParallel arguments the module needs.
+    trainer_options = {"strategy": RayDDPStrategy, "plugins": [RayLightningEnvironment()],
                        "accelerator": "gpu" if job.gpu > 0 else "cpu", "devices": "auto"}
 
     def report(metrics: dict, checkpoint: Path | None) -> None:
@@ -177,7 +178,7 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
 
     folder = local_folder(job, trial_id, rank)
     try:
-        built = build(experiment, folder)
+        built = build(experiment, folder, store=job.tracking_uri)
         progress = TrialProgress(report, job.metric, job.mode, job.checkpoint_every, folder / "reported")
         callbacks = [progress]
         if experiment.optimizers != OWN:  # the core built them from the spec, so the spec's values apply
@@ -272,7 +273,7 @@ def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mappin
 
     folder = local_folder(job, trial_id, 0)
     try:
-        built = build(experiment, folder)
+        built = build(experiment, folder, store=job.tracking_uri)
         child = _open_child(experiment, job, trial_id, config, existing)
         artifacts = folder / "artifacts"
         artifacts.mkdir()

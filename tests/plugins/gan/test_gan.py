@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from cnn_files import write_mnist
 from helpers import EXPERIMENTS, subprocess_env, trainyard_command
 from trainyard.build import build
+from trainyard.errors import SpecError
 from trainyard.cli import app
 from trainyard.run import run_experiment
 from trainyard.testing import components_of
@@ -268,3 +269,17 @@ def test_an_fid_classifier_of_other_images_is_bad_input_and_starts_no_run(one_th
     client = MlflowClient(tracking_uri())
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [found.info.run_id for found in runs] == [other.run_id]  # the refused run was never created
+
+
+def test_an_fid_classifier_run_is_looked_up_in_the_store_the_gan_records_into(one_thread, tmp_path, monkeypatch):
+    """The spec's tracking.uri, not $MLFLOW_TRACKING_URI's store: the core hands every component
+    the store its run goes to (BuildContext.tracking_uri)."""
+    store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    classifier = lenet5_run(f"tracking.uri={store}", "trainer.max_epochs=1")
+    # (mlflow.set_tracking_uri, called by the run, also sets the variable)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default.db'}")
+    named = f"model.params.fid_classifier={classifier.run_id}"
+    built = build(load_experiment(SPECS / "dcgan_digits.yaml", [*QUIET, named, f"tracking.uri={store}"]))
+    assert built.model.evaluation.classifier.source == f"run {classifier.run_id} (cnn.lenet5)"
+    with pytest.raises(SpecError, match=f"fid_classifier: .*{classifier.run_id}"):  # not in the default store
+        build(load_experiment(SPECS / "dcgan_digits.yaml", [*QUIET, named]))
