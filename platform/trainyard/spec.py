@@ -200,6 +200,9 @@ class TrainerSpec(Section):
     precision: Precision = Field("32-true", description="Numeric precision, as Lightning names it.")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = Field("auto", description="Device type.")
     devices: int | list[int] | Literal["auto"] = Field("auto", description="Number or list of devices.")
+    threads: int | None = Field(None, ge=1, description="torch's CPU threads for each training process "
+                                                        "(torch.set_num_threads); default torch's own (the cores, "
+                                                        "or $OMP_NUM_THREADS). Small models: 1.")
     gradient_clip_val: float | None = Field(None, gt=0, description="Clip gradients at this value.")
     gradient_clip_algorithm: Literal["norm", "value"] = Field("norm", description="Clip the norm or each value.")
     accumulate_grad_batches: int = Field(1, ge=1, description="Batches per optimiser step.")

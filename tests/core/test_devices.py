@@ -1,5 +1,6 @@
 """Device settings this machine cannot satisfy are bad input at validate, saying what it has;
-more CPU processes than cores (up to 4 per core) are a one-line warning."""
+more CPU processes than cores (up to 4 per core) are a one-line warning; trainer.threads sets
+torch's threads."""
 
 from __future__ import annotations
 
@@ -50,3 +51,16 @@ def test_gpus_this_machine_does_not_have_are_bad_input(monkeypatch, gpus, settin
     result = validate(*settings)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr
+
+
+def test_trainer_threads_sets_torchs_threads_when_the_model_is_built(monkeypatch):
+    from trainyard.build import build
+    from trainyard.validate import load_experiment
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)  # the test process keeps its own threads
+    build(load_experiment(SPEC, ["trainer.threads=1"]))
+    build(load_experiment(SPEC))  # null: torch's default stays
+    assert calls == [1]
+    result = validate("trainer.threads=0")
+    assert result.exit_code == 2 and "trainer.threads: expected an integer >= 1 or null, got 0" in result.stderr
