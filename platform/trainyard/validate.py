@@ -372,6 +372,18 @@ def _check_sweep_training(spec: ExperimentSpec) -> list[Problem]:
         if not (devices in ("auto", 1) or (isinstance(devices, list) and len(devices) == 1)):
             problems.append(Problem("trainer.devices", "a trial worker trains on one device; "
                                                        "use sweep.workers for data-parallel trials"))
+        # A trial sees the GPUs Ray gives its workers (sweep.resources.gpu; the cluster's are
+        # checked when the sweep joins it), not this machine's: check_devices is not for sweeps.
+        accelerator, gpu = spec.trainer.accelerator, sweep.resources.gpu
+        if accelerator in ("gpu", "cuda") and not gpu:
+            problems.append(Problem("sweep.resources.gpu", f"trainer.accelerator is {accelerator}, but a trial worker "
+                                                           "gets no GPU: set sweep.resources.gpu (1: a whole GPU)"))
+        elif accelerator == "cpu" and gpu:
+            problems.append(Problem("sweep.resources.gpu", f"{gpu:g} GPU per trial worker, but trainer.accelerator "
+                                                           "is cpu: the trials would hold GPUs and not use them"))
+        elif accelerator in ("mps", "tpu"):
+            problems.append(Problem("trainer.accelerator", f"{accelerator}: a sweep places trials by Ray's CPU and GPU "
+                                                           "resources; use cpu, gpu or auto"))
     else:
         if sweep.scheduler.name != "fifo":
             problems.append(Problem("sweep.scheduler.name", f"{sweep.scheduler.name} compares trials every epoch, but "

@@ -65,6 +65,18 @@ CASES = {
         SWEEP + "  checkpoint_every: 2\n  scheduler: {name: pbt, perturbation_interval: 3}\n", [],
         ["lenet5.yaml: sweep: pbt's perturbation_interval (3) must be a multiple of checkpoint_every (2): an "
          "exploiting trial loads the other's latest checkpoint"]),
+    "a GPU trainer whose workers get no GPU": (
+        SWEEP, ["--set", "trainer.accelerator=gpu"],
+        ["lenet5.yaml: sweep.resources.gpu: trainer.accelerator is gpu, but a trial worker gets no GPU: set "
+         "sweep.resources.gpu (1: a whole GPU)"]),
+    "GPUs held by CPU trials": (
+        SWEEP + "  resources: {gpu: 1}\n", ["--set", "trainer.accelerator=cpu"],
+        ["lenet5.yaml: sweep.resources.gpu: 1 GPU per trial worker, but trainer.accelerator is cpu: the trials "
+         "would hold GPUs and not use them"]),
+    "an accelerator Ray does not place": (
+        SWEEP, ["--set", "trainer.accelerator=mps"],
+        ["lenet5.yaml: trainer.accelerator: mps: a sweep places trials by Ray's CPU and GPU resources; use cpu, "
+         "gpu or auto (set with --set)"]),
     "more than a GPU per worker": (
         SWEEP + "  resources: {gpu: 2}\n", [],
         ["lenet5.yaml: sweep.resources.gpu: expected a number between 0 and 1, got 2"]),
