@@ -11,7 +11,7 @@ SPEC ?= experiments/cnn/lenet5_digits.yaml
 # (tests/conftest.py). PYTEST_ARGS="-n 0 -k name" for one test.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: install demo test ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer benchmark-repr benchmark-tracking gpu-check clean
+.PHONY: install demo test test-scale ui benchmark benchmark-sweep benchmark-mdp benchmark-validate benchmark-seq benchmark-transformer benchmark-repr benchmark-tracking gpu-check clean
 
 install: $(INSTALLED)
 
@@ -27,6 +27,11 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A Ray cluster of 8 nodes on this machine, a PostgreSQL-backed MLflow server, 200 trials, two nodes
+# killed midway (tests/sweep/test_scale_eight_nodes.py; about ten minutes). .ci/run runs it after `test`.
+test-scale: $(INSTALLED)
+	$(BIN)/python -m pytest -n 0 -s -m scale tests/sweep/test_scale_eight_nodes.py
 
 ui: $(INSTALLED)
 	$(BIN)/trainyard ui

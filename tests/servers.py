@@ -1,6 +1,6 @@
 """Throwaway servers on 127.0.0.1 for tests and benchmarks: processes started in sessions of
 their own and stopped by process group, S3-compatible object storage (moto's server), a
-PostgreSQL server, and an MLflow tracking server over both.
+PostgreSQL server, an MLflow tracking server over both, and Ray nodes (`ray start`).
 
     from servers import tracking_server
     with tracking_server(folder, workers=4) as server:
@@ -19,6 +19,7 @@ benchmarks/bench_tracking.py puts tests/ on its path to import this module.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -282,3 +283,50 @@ def tracking_server(folder: Path, workers: int = 1, bucket: str = "mlflow", fsyn
             raise RuntimeError(f"the MLflow server did not start ({error}):\n{log.read_text()[-3000:]}") from None
         yield TrackingServer(f"http://127.0.0.1:{port}", workers, database, s3, artifacts, process, log,
                              [database.process, s3.process, process])
+
+
+# ---------------------------------------------------------------- Ray nodes
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def start_ray_node(folder: Path, env: dict[str, str], head_port: int | None = None, address: str | None = None,
+                   cpus: float = 1, resources: dict[str, float] | None = None,
+                   dashboard_port: int | None = None) -> subprocess.Popen:
+    """`ray start --block`: a head on `head_port`, or a node joining `address`, with `cpus`
+    logical CPUs, in a temporary folder of its own (`folder`, directly under /tmp: Ray's socket
+    paths must stay short) and with its own agent ports, so that several nodes share one machine.
+    Its log is `folder`.log. Stopping the process stops the node."""
+    ports = ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+             "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
+    where = ["--head", "--port", str(head_port)] if head_port is not None else ["--address", str(address)]
+    if dashboard_port is not None:
+        where += ["--dashboard-port", str(dashboard_port)]
+    elif head_port is not None:
+        where += ["--include-dashboard", "false"]
+    if resources:
+        where += ["--resources", json.dumps(resources)]
+    return start_process([RAY, "start", *where, "--num-cpus", f"{cpus:g}", "--temp-dir", str(folder), *ports,
+                          "--disable-usage-stats", "--block"], env, folder.with_suffix(".log"))
+
+
+def ray_nodes(address: str, env: dict[str, str]) -> list[dict]:
+    """The cluster's live nodes, as `ray.nodes()` lists them, asked from a process of its own."""
+    probe = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+             "print(json.dumps([n for n in ray.nodes() if n['Alive']]))" % address)
+    found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    lines = found.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if found.returncode == 0 and lines else []
+
+
+def wait_for_ray_nodes(address: str, env: dict[str, str], count: int, processes: list[subprocess.Popen],
+                       timeout: float = 180) -> None:
+    """Until `count` nodes are alive; fails early, with its log, when a node's process has exited."""
+    deadline = time.monotonic() + timeout
+    while len(ray_nodes(address, env)) < count:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a Ray node exited ({process.returncode}): {' '.join(process.args[:4])}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} Ray nodes at {address} after {timeout:.0f} s")
+        time.sleep(1)

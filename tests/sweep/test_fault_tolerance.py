@@ -98,3 +98,50 @@ def test_a_killed_driver_resumes_under_the_same_parent_without_rerunning_finishe
     for run in after.values():
         assert_continuous(store, run)
     assert resumed.data.metrics["sweep/finished"] == 4
+
+
+def test_a_trial_that_failed_before_opening_its_child_run_is_recorded_once_and_can_be_continued(tmp_path):
+    """A trial whose node died while it started has no child run; the driver records one, FAILED,
+    so that the parent's summary counts it, and a resumed trial continues that run."""
+    from mlflow import MlflowClient
+
+    from trainyard.sweep.child_run import ChildRun, finish_for_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("sweeps")
+    parent = client.create_run(experiment).info.run_id
+    for _ in range(2):  # the second call finds the run the first made
+        finish_for_trial(uri, None, experiment, parent, "t_00007", "FAILED", error="ActorUnavailableError: lost",
+                         values={"optimizer.lr": 0.1})
+    [run] = sqlite_store(tmp_path).children(parent)
+    assert run.info.status == "FAILED" and run.data.params == {"optimizer.lr": "0.1"}
+    assert run.data.tags["trainyard.trial_id"] == "t_00007" and run.data.tags["trainyard.error"].startswith("Actor")
+    finish_for_trial(uri, None, experiment, parent, "t_00008", "FINISHED")  # not a failure: nothing to record
+    assert len(sqlite_store(tmp_path).children(parent)) == 1
+
+    continued = ChildRun.open(uri, experiment, parent, "t_00007", "trial-t_00007",
+                              {"optimizer.lr": 0.1, "trainer.max_epochs": 6}, {})
+    assert continued.run_id == run.info.run_id
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["trainyard.trial.attempt"] == "2"
+    assert run.data.params == {"optimizer.lr": "0.1", "trainer.max_epochs": "6"}  # the rest of its params
+
+
+def test_only_trials_that_lost_their_worker_are_resumed_by_the_driver():
+    """After Tune ends, the driver resumes trials that ended ERROR only when every one of them lost
+    its actor (a node died); a trial's own exception has had its max_failures retries."""
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    from trainyard.sweep.driver import _lost_with_their_workers
+
+    def results(*errors):
+        return [SimpleNamespace(error=error) for error in errors]
+
+    wrapped = RuntimeError("restore failed")
+    wrapped.__cause__ = RayActorError()
+    assert _lost_with_their_workers(results(None, ActorUnavailableError("node lost", None), wrapped))
+    assert not _lost_with_their_workers(results(None, None))
+    assert not _lost_with_their_workers(results(RayActorError(), ValueError("the trial's own")))

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,11 @@ import pytest
 
 from conftest import Store, blobs_spec, run_sweep
 from helpers import free_port, subprocess_env, wait_for_http
-from servers import start_moto_s3
+from servers import RAY, start_moto_s3, start_ray_node, wait_for_ray_nodes
 from servers import start_process as _start
 from servers import stop_process as _stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
-
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 @dataclass
@@ -36,18 +33,6 @@ class TwoNodes:
     storage: str
     env: dict[str, str]
     folder: Path
-
-
-def _nodes(address: str, env: dict[str, str]) -> int:
-    probe = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
-             "print(sum(1 for n in ray.nodes() if n['Alive']))" % address)
-    found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-    return int(found.stdout.strip().splitlines()[-1]) if found.returncode == 0 and found.stdout.strip() else 0
-
-
-def _agent_ports() -> list[str]:
-    return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-            "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +56,11 @@ def two_nodes(plugin_site):
                                  "--artifacts-destination", str(folder / "artifacts")], env, folder / "mlflow.log"))
         wait_for_http(f"http://127.0.0.1:{mlflow_port}/health", timeout=120, process=processes[-1])
         address, dashboard_port = f"127.0.0.1:{gcs_port}", free_port()
-        # Two nodes on one machine: each node's agents on ports of their own.
-        processes.append(_start([RAY, "start", "--head", "--port", str(gcs_port), "--num-cpus", "1",
-                                 "--temp-dir", str(folder / "head"), "--dashboard-port", str(dashboard_port),
-                                 *_agent_ports(), "--disable-usage-stats", "--block"], env, folder / "head.log"))
-        deadline = time.monotonic() + 120
-        while _nodes(address, env) < 1:
-            assert time.monotonic() < deadline, (folder / "head.log").read_text()
-            time.sleep(1)
-        processes.append(_start([RAY, "start", "--address", address, "--num-cpus", "1",
-                                 "--temp-dir", str(folder / "node2"), *_agent_ports(), "--disable-usage-stats",
-                                 "--block"], env, folder / "node2.log"))
-        while _nodes(address, env) < 2:
-            assert time.monotonic() < deadline, (folder / "node2.log").read_text()
-            time.sleep(1)
+        # Two nodes on one machine, each with its agents on ports of their own.
+        processes.append(start_ray_node(folder / "head", env, head_port=gcs_port, dashboard_port=dashboard_port))
+        wait_for_ray_nodes(address, env, 1, processes[-1:])
+        processes.append(start_ray_node(folder / "node2", env, address=address))
+        wait_for_ray_nodes(address, env, 2, processes[-2:])
         yield TwoNodes(address, f"http://127.0.0.1:{dashboard_port}", f"http://127.0.0.1:{mlflow_port}",
                        "s3://sweeps/trainyard", env, folder)
     finally:

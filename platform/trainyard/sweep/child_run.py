@@ -74,6 +74,9 @@ class ChildRun:
         watermark = {key: max(m.step for m in client.get_metric_history(tracked.run_id, key))
                      for key in existing.data.metrics}
         logged = existing.data.params
+        missing = {key: value for key, value in params.items() if key not in logged}
+        if missing:  # a run the driver recorded for a trial that failed before it could open one
+            tracked.log_params(missing)
         changed = {key: value for key, value in params.items() if key in logged and logged[key] != str(value)}
         if changed:
             # Params are immutable in MLflow: PBT's mutations are kept as a tag, and (by the
@@ -100,22 +103,31 @@ class ChildRun:
 
 
 def finish_for_trial(uri: str, run_id: str | None, experiment_id: str, parent_run_id: str, trial_id: str,
-                     status: str, stopped_early: bool = False, error: str | None = None) -> None:
+                     status: str, stopped_early: bool = False, error: str | None = None,
+                     values: Mapping[str, Any] | None = None) -> None:
     """Called by the driver when Tune ends a trial: a child run still RUNNING gets the status its
-    trial could not set itself (stopped by the scheduler, or its process died)."""
+    trial could not set itself (stopped by the scheduler, or its process died). A trial that
+    failed before its process opened a child run (its node was lost as it started) gets one
+    here, FAILED, with its sampled `values` as params: no trial is missing from the parent."""
     from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     client = MlflowClient(uri)
     run = client.get_run(run_id) if run_id else find_child(client, experiment_id, parent_run_id, trial_id)
-    if run is None or run.info.status != "RUNNING":
-        return
     tags = {}
     if stopped_early:
         tags[STOPPED_TAG] = "true"
-    if error:
+    if error is not None:
         tags["trainyard.error"] = error.strip().splitlines()[0][:500] if error.strip() else "the trial failed"
-    if tags:
-        from mlflow.entities import RunTag
-
+    if run is None:
+        if status != "FAILED":
+            return
+        run = client.create_run(experiment_id, run_name=f"trial-{trial_id}", tags=tags | {
+            TRIAL_ID_TAG: trial_id, ATTEMPT_TAG: "1", MLFLOW_PARENT_RUN_ID: parent_run_id, "trainyard.kind": "trial"})
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in (values or {}).items()])
+    elif run.info.status != "RUNNING":
+        return
+    elif tags:
         client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(run.info.run_id, status)

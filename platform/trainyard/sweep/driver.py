@@ -253,6 +253,17 @@ def _tune(experiment: Experiment, state: dict, parent: TrackedRun, storage: str,
         started = time.perf_counter()
         with _sigterm_as_sigint():
             results = tuner.fit()
+            # A trial whose node died can end ERROR with retries left: Tune counts the lost actor
+            # once per task it had in flight, and the second count finds the trial already
+            # pending its retry. When every trial that ended ERROR ended so (its actor lost, not
+            # its own exception), they are resumed from their last checkpoints, up to
+            # max_failures more times; finished trials are not run again.
+            for _ in range(sweep.max_failures):
+                if progress.unfinished or not _lost_with_their_workers(results):
+                    break
+                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+                _replace_callbacks(tuner, progress)
+                results = tuner.fit()
         timings["trials"] = time.perf_counter() - started
         if progress.unfinished:
             _mark_unfinished(parent, "KILLED")
@@ -372,6 +383,16 @@ def _default_concurrency(ray_cluster, sweep) -> int | None:
     if sweep.resources.gpu:
         fits = min(fits, int(ray_cluster.gpus // (sweep.workers * sweep.resources.gpu)))
     return max(1, fits)
+
+
+def _lost_with_their_workers(results) -> bool:
+    """Whether some trials ended ERROR and every one of them because Ray lost its actor (a node
+    or worker process died), none because of an exception of its own."""
+    from ray.exceptions import RayActorError
+
+    errors = [result.error for result in results if result.error is not None]
+    return bool(errors) and all(isinstance(error, RayActorError) or isinstance(error.__cause__, RayActorError)
+                                for error in errors)
 
 
 def _replace_callbacks(tuner, progress) -> None:

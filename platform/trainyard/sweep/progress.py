@@ -85,8 +85,9 @@ class SweepProgress(Callback):
         self._ended(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._row(trial)["status"] = "ERROR"
-        self._finish(trial, "FAILED", error=_error_line(trial))
+        row = self._row(trial)
+        row["status"] = "ERROR"
+        self._finish(trial, "FAILED", error=_error_line(trial), values=row["config"])
         self._ended(trial)
 
     def on_step_end(self, iteration, trials, **info) -> None:
@@ -104,8 +105,10 @@ class SweepProgress(Callback):
             error = write.exception()
             if error is not None and self.console is not None:
                 self.console.print(f"warning: could not set a trial's MLflow status: {error}", markup=False)
+        self.writes = []
         if self.writer is not None:
             self.writer.shutdown()
+            self.writer = None  # a resumed pass (the driver's, after lost trials) starts another
         if self.live is not None:
             self._refresh(force=True)
             self.live.stop()
