@@ -6,7 +6,7 @@ ten-line scipy CSR loop a user would write (the same stopping rule), in one proc
                       R (S, A), the layout both take) and the solve.        target >= 100x
     policy iteration  the same kind of MDP at 8,000 states, end to end.     target >= 100x
     1000x1000 grid    a slippery GridWorld (10^6 states): model construction plus value
-                      iteration under 10 s, and each sweep within 2x of the memory-bandwidth
+                      iteration under 10 s, and each sweep within 1.5x of the memory-bandwidth
                       bound: the bytes a sweep must touch (the CSR arrays, r, V read and
                       written) over the copy bandwidth measured here, now.
 
@@ -179,7 +179,7 @@ def grid(repeats: int, side: int) -> tuple[float, float]:
           f"({solution.iterations} sweeps) = {total:6.2f} s   target < 10 s: {'met' if total < 10 else 'NOT met'}")
     print(f"  per sweep {sweep_time * 1e3:6.2f} ms; bytes touched {touched / 1e6:6.1f} MB; copy bandwidth "
           f"{bandwidth / 1e9:5.1f} GB/s -> bound {bound * 1e3:5.2f} ms; ratio {sweep_time / bound:4.2f}x   "
-          f"target <= 2x: {'met' if sweep_time <= 2 * bound else 'NOT met'}")
+          f"target <= 1.5x: {'met' if sweep_time <= 1.5 * bound else 'NOT met'}")
     print(f"  value iteration on the built model: trainyard {solve_time:6.2f} s ({solution.iterations} sweeps), "
           f"scipy CSR loop {scipy_time:6.2f} s ({scipy_sweeps} sweeps): speed-up {scipy_time / solve_time:4.1f}x")
     return total, sweep_time / bound
