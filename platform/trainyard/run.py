@@ -77,7 +77,7 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
     spec = experiment.spec
     uri = tracking_uri(spec.tracking.uri)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="trainyard-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="trainyard-") as tmp, _torch_threads_kept():
         workdir = Path(tmp)
         built = build(experiment, workdir, store=uri)
         trainer = make_trainer(experiment, workdir / "checkpoints", callbacks, quiet, built=built) \
@@ -152,6 +152,19 @@ def _run_algorithm(built: Built, tracked: TrackedRun, workdir: Path) -> dict[str
     if any(artifacts.iterdir()):
         tracked.log_artifacts(artifacts)
     return metrics
+
+
+@contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """trainer.threads is the run's: a process that runs an experiment (a notebook, a test) gets
+    its own thread count back afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _tags(experiment: Experiment) -> dict[str, str]:

@@ -64,3 +64,13 @@ def test_trainer_threads_sets_torchs_threads_when_the_model_is_built(monkeypatch
     assert calls == [1]
     result = validate("trainer.threads=0")
     assert result.exit_code == 2 and "trainer.threads: expected an integer >= 1 or null, got 0" in result.stderr
+
+
+def test_a_run_gives_the_calling_process_its_threads_back():
+    from trainyard.run import run_experiment
+    from trainyard.validate import load_experiment
+
+    before = torch.get_num_threads()
+    run_experiment(load_experiment(SPEC, ["trainer.threads=1", "trainer.max_epochs=1", "trainer.progress_bar=false",
+                                          "tracking.log_model=false"]), quiet=True)
+    assert torch.get_num_threads() == before
