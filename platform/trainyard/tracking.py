@@ -31,6 +31,13 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # through MLflow's async queue, which, with buffering, writes whatever arrived in the last
 # second as one batch instead of one write per logging call.
 BUFFER_SECONDS = "1"
+# MLflow's queue hands each second's batch to a pool of 10 threads without waiting for the last
+# one, so against a slow server a process keeps up to 10 requests open and a server with more
+# trials than it can answer in time sees its queue grow until requests time out (64 trials on one
+# server did, docs/scale.md). One sender per process makes it a closed loop: while a request is
+# open, the next seconds' batches wait in the process, and the server never holds more
+# requests than there are trials.
+SENDERS_PER_PROCESS = "1"
 # The kind of experiment, in the tag and values of MLflow 3's UI (its experiment-kind enum):
 # "custom_model_development" (shown as "Machine learning") or "genai_development".
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -58,6 +65,7 @@ def configure_mlflow(uri: str) -> None:
     import mlflow
 
     os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", BUFFER_SECONDS)
+    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE", SENDERS_PER_PROCESS)
     mlflow.set_tracking_uri(uri)
 
 

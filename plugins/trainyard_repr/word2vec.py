@@ -21,10 +21,12 @@ rate falling linearly over the run (the spec's `optimizer: {name: sgd, lr: 0.025
 start uniform in +-1/dim (gensim's initialisation), output vectors at zero. The embeddings get
 sparse gradients (only the rows a batch touched), which the core lets only SGD apply.
 
-Two differences, for speed: a batch of windows takes one SGD step together, where gensim steps
-after each pair; and the noise words are drawn once per window and shared by its context words
-(Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"), which makes a
-window's dot products one small matrix product. Each pair still meets k noise words.
+CBOW is updated as gensim updates it, window by window, in a compiled loop (cbow_update.py),
+on the CPU of a single process. Skip-gram, and CBOW on a GPU or across processes, differ from
+gensim in two ways, for speed: a batch of windows takes one SGD step together, where gensim
+steps after each pair; and skip-gram's noise words are drawn once per window and shared by its
+context words (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"), which
+makes a window's dot products one small matrix product. Each pair still meets k noise words.
 
     centres (B,), contexts (B, 2b) --> + noise words (B, k) --> scores (B, 2b, 1+k) --> loss
 """
@@ -35,6 +37,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -44,6 +47,7 @@ from torch import nn
 from trainyard import BuildContext, Example, Params, datamodule, model
 from trainyard.media import log_text
 
+from trainyard_repr import cbow_update
 from trainyard_repr.words import Words, WordsParams, tiny_corpus
 
 
@@ -92,6 +96,9 @@ class Word2Vec(LightningModule):
         self._generators: dict[str, torch.Generator] = {}
         # The training loss and the predictions summed since it was last logged, on the device.
         self.register_buffer("running", torch.zeros(2), persistent=False)
+        # CBOW updates its vectors itself, window by window (_cbow_step); the core's optimizer
+        # and schedule still set the rate, and count the steps.
+        self.automatic_optimization = params.mode == "skipgram"
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """The embeddings (B, dim) of word ids (B,). Training does not come here: its lookups give
@@ -107,11 +114,14 @@ class Word2Vec(LightningModule):
     def draw_noise(self, count: int, stage: str) -> torch.Tensor:
         """k noise words (count, k) for each of `count` windows. Evaluation draws the same ones at
         every validation (its generator restarts), so that val/loss compares like with like."""
+        return torch.searchsorted(self.noise, self._uniform(count, stage)).clamp(max=self.pad - 1)  # (count, k)
+
+    def _uniform(self, count: int, stage: str) -> torch.Tensor:
+        """The (count, k) uniform draws in [0, 1) that pick the noise words through self.noise."""
         if stage not in self._generators:
             offset = {"train": 0, "val": 1, "test": 2}[stage]
             self._generators[stage] = torch.Generator(self.device).manual_seed(self.seed * 3 + offset)
-        uniform = torch.rand((count, self.params.negative), generator=self._generators[stage], device=self.device)
-        return torch.searchsorted(self.noise, uniform).clamp(max=self.pad - 1)  # (count, k)
+        return torch.rand((count, self.params.negative), generator=self._generators[stage], device=self.device)
 
     def scores(self, centres: torch.Tensor, contexts: torch.Tensor, noise: torch.Tensor):
         """Scores of the true word and the noise words, and which of them count: (B, 2b, 1+k) for
@@ -150,17 +160,50 @@ class Word2Vec(LightningModule):
 
     # --- training and evaluation -----------------------------------------------------------------
 
+    def on_fit_start(self) -> None:
+        if not self.automatic_optimization:
+            cbow_update.compiled()  # import numba and load (the first time: compile) the update now, not mid-epoch
+
     def training_step(self, batch, batch_idx):
+        if not self.automatic_optimization:
+            return self._cbow_step(batch)
         _, counted, loss = self._objective(batch, "train")
         # SGD on the summed loss is gensim's update (a step per example); the mean is logged.
-        self.running += torch.stack([loss.detach(), counted[..., 0].sum()])
+        self._record_loss(loss.detach(), counted[..., 0].sum())
+        return loss
+
+    def _cbow_step(self, batch) -> None:
+        """CBOW: gensim's update, window by window (cbow_update.py), on the CPU of a single
+        process. Elsewhere (a GPU; several processes, whose gradients DDP averages) the batched
+        loss's gradient, one SGD step for the batch, as skip-gram takes."""
+        optimizer = self.optimizers()
+        compiled = cbow_update.compiled() if self.device.type == "cpu" and self.trainer.world_size == 1 else None
+        if compiled is None:
+            _, counted, loss = self._objective(batch, "train")
+            self.manual_backward(loss)
+            loss, predicted = loss.detach(), counted[..., 0].sum()
+        else:
+            centres, contexts = batch["centres"], batch["contexts"]  # (B,), (B, 2b)
+            loss, predicted = compiled(
+                self.input_vectors.weight.detach().numpy(), self.output_vectors.weight.detach().numpy(),
+                centres.numpy(), np.ascontiguousarray(contexts.numpy()),
+                self._uniform(len(centres), "train").numpy(), self.noise.numpy(), self.pad,
+                optimizer.param_groups[0]["lr"])
+            loss, predicted = torch.tensor(loss), torch.tensor(predicted)
+        # On the compiled path the vectors are updated already and have no gradient: the step
+        # changes nothing, and is taken so that Lightning counts it (global_step, the schedule).
+        optimizer.step()
+        optimizer.zero_grad()
+        self._record_loss(loss, predicted)
+
+    def _record_loss(self, loss: torch.Tensor, predicted: torch.Tensor) -> None:
+        self.running += torch.stack([loss, predicted]).to(self.running)
         # Logged at the steps Lightning records (trainer.log_every_n_steps), as the mean since
         # the last of them: a call to self.log at every step would cost more than the step.
         if self._trainer is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            loss_sum, predicted = self.running.tolist()
-            self.log("train/loss", loss_sum / max(1.0, predicted))
+            loss_sum, predicted_sum = self.running.tolist()
+            self.log("train/loss", loss_sum / max(1.0, predicted_sum))
             self.running.zero_()
-        return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self._clear_padding()

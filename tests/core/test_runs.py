@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import mlflow
@@ -160,6 +161,40 @@ def test_metrics_are_logged_asynchronously_in_batches(use_plugins, tmp_path, mon
     _, run = only_run()
     steps = {m.step for m in MlflowClient().get_metric_history(run.info.run_id, "train/loss")}
     assert len(steps) >= 15  # every step reached the store once the queue was flushed
+
+
+def test_a_process_keeps_one_metric_request_open_against_a_slow_store(tmp_path, monkeypatch):
+    """A store slower than the queue's one-second buffer gets the batches one after another, all
+    of them, never several at once (MLflow's own pool would send up to 10 together)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from trainyard.tracking import TrackedRun
+
+    monkeypatch.delenv("MLFLOW_ASYNC_LOGGING_THREADPOOL_SIZE", raising=False)
+    lock, open_requests, most_open = threading.Lock(), [0], [0]
+    original = SqlAlchemyStore.log_batch
+
+    def slow(self, run_id, metrics, params, tags):
+        with lock:
+            open_requests[0] += 1
+            most_open[0] = max(most_open[0], open_requests[0])
+        try:
+            time.sleep(1.5)
+            return original(self, run_id, metrics, params, tags)
+        finally:
+            with lock:
+                open_requests[0] -= 1
+
+    monkeypatch.setattr(SqlAlchemyStore, "log_batch", slow)
+    uri = f"sqlite:///{tmp_path / 'slow.db'}"  # a store of its own: its queue starts here
+    run = TrackedRun.start(uri, "slow-store", "run", {})
+    for step in range(6):  # batches at about 1 s and 2 s while the first takes 1.5 s
+        run.log_metrics({"x": float(step)}, step)
+        time.sleep(0.45)
+    run.end("FINISHED")
+    assert most_open[0] == 1
+    history = MlflowClient(uri).get_metric_history(run.run_id, "x")
+    assert sorted(m.step for m in history) == list(range(6))
 
 
 def test_failing_run_is_marked_failed_with_the_error(use_plugins, tmp_path):

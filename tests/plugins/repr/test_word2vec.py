@@ -151,6 +151,44 @@ def test_cbow_hands_each_context_word_the_whole_error(tmp_path):
         torch.testing.assert_close(gradient[word], hidden.grad)
 
 
+def test_cbows_compiled_update_is_an_sgd_step_on_each_window(tmp_path):
+    """CBOW trains window by window in a compiled loop (gensim's update). For one window with
+    distinct targets that is one SGD step on its loss, with the whole error to each context word:
+    the batched path's step, which the loop must match, loss included."""
+    from trainyard_repr import cbow_update
+
+    model = build(load_experiment(write(tmp_path, "cbow", two_topics(tmp_path)))).model
+    torch.nn.init.normal_(model.output_vectors.weight, std=0.3)
+    torch.nn.init.normal_(model.input_vectors.weight[:model.pad], std=0.3)
+    centres, contexts = torch.tensor([0]), torch.tensor([[1, 2, 3, model.pad]])
+    # Uniform draws that pick the noise words 4..8 (the middle of each word's interval of the CDF).
+    cdf = model.noise.double()
+    uniform = torch.stack([(cdf[w - 1] + cdf[w]) / 2 for w in (4, 5, 6, 7, 8)])[None].float()
+    noise = torch.searchsorted(model.noise, uniform)
+    assert noise.tolist() == [[4, 5, 6, 7, 8]]
+    lr = 0.05
+    scores, counted = model.scores(centres, contexts, noise)
+    expected_loss = -(F.logsigmoid(scores * model.sign) * counted).sum()
+    expected_loss.backward()
+    expected_in = model.input_vectors.weight.detach() - lr * model.input_vectors.weight.grad.to_dense()
+    expected_out = model.output_vectors.weight.detach() - lr * model.output_vectors.weight.grad.to_dense()
+    loss, predicted = cbow_update.compiled()(
+        model.input_vectors.weight.detach().numpy(), model.output_vectors.weight.detach().numpy(),
+        centres.numpy(), contexts.numpy(), uniform.numpy(), model.noise.numpy(), model.pad, lr)
+    assert predicted == 1 and loss == pytest.approx(float(expected_loss), rel=1e-5)
+    # (The batched path hands the padding row an error too, and clears it before the next step.)
+    torch.testing.assert_close(model.input_vectors.weight.detach()[:model.pad], expected_in[:model.pad],
+                               atol=1e-6, rtol=1e-5)
+    assert not model.input_vectors.weight[model.pad].any()
+    torch.testing.assert_close(model.output_vectors.weight.detach(), expected_out, atol=1e-6, rtol=1e-5)
+    # A window with no context word predicts nothing and changes nothing.
+    before = model.output_vectors.weight.detach().clone()
+    loss, predicted = cbow_update.compiled()(
+        model.input_vectors.weight.detach().numpy(), model.output_vectors.weight.detach().numpy(),
+        centres.numpy(), torch.full((1, 4), model.pad).numpy(), uniform.numpy(), model.noise.numpy(), model.pad, lr)
+    assert (loss, predicted) == (0.0, 0) and torch.equal(model.output_vectors.weight.detach(), before)
+
+
 @pytest.mark.slow
 def test_a_run_is_recorded_with_its_reports_and_gensim_loads_its_embeddings(tmp_path, one_thread):
     from gensim.models import KeyedVectors
