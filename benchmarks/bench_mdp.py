@@ -159,8 +159,8 @@ def grid(repeats: int, side: int) -> tuple[float, float]:
     bellman = dp.Bellman(mdp, gamma)
     V, new = torch.zeros(mdp.n_states, dtype=torch.float64), torch.empty(mdp.n_states, dtype=torch.float64)
 
-    def sweep():
-        torch.amax(bellman.q_into(V), dim=1, out=new)
+    def sweep():  # value iteration's own sweep (the compiled loop, or torch's without numba)
+        bellman.sweep(V, new)
 
     for _ in range(3):
         sweep()

@@ -16,28 +16,21 @@ For one window with context words o (padding skipped), true centre word c and no
         u_t += g * h
     v_o += e for every context word o                    (whole, not divided: cbow_mean)
 
-numba is imported only when the first batch is trained, so a machine without it (a GPU image with
-only torch and Lightning) can still import the plugin and train on the batched torch path.
+Compiled by trainyard.jit (numba): where numba is missing, CBOW trains on the batched torch path.
 """
 
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import numpy as np
 
+from trainyard import jit
 
-@cache
+
 def compiled():
     """The compiled update, or None when numba cannot be imported."""
-    try:
-        from numba import njit
-    except ImportError:
-        return None
-    # cache=True keeps the machine code beside this file (or in numba's cache folder): a process
-    # after the first pays no compilation.
-    return njit(cache=True, nogil=True, fastmath=True)(_update)
+    return jit.compiled(_update, fastmath=True)
 
 
 def _update(inputs, outputs, centres, contexts, uniform, noise_cdf, pad, lr):
@@ -54,7 +47,7 @@ def _update(inputs, outputs, centres, contexts, uniform, noise_cdf, pad, lr):
     loss = 0.0
     predicted = 0
     # Loops over d written out, one job each, so that LLVM vectorises them (fastmath lets it
-    # reorder the dot product's sum).
+    # reorder the dot product's sum). Compiled once per machine: the first run pays a few seconds.
     for i in range(windows):
         count = 0
         for d in range(dim):

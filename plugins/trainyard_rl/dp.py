@@ -8,7 +8,11 @@ episode dropped: nothing is earned after them) and the expected rewards r (S*A,)
 
 One such sweep is one sparse matrix-vector product; no Python loop runs over states.
 
-The sweep uses torch's CSR `addmv` on the same buffers scipy built (no copy): it fuses the
+Value iteration's sweep is one compiled loop (numba, through trainyard.jit) over the CSR
+arrays scipy built: each state's Q values, their maximum and the change in V in one pass, on
+torch's number of threads, so that a sweep reads each array once and writes V, no (S*A,) Q in
+between (the memory-bandwidth bound, benchmarks/bench_mdp.py). Without numba, and for the other
+algorithms, Q comes from torch's CSR `addmv` on the same buffers (no copy), which fuses the
 reward addition into the product and runs on every core, where scipy's product is
 single-threaded and allocates its result. Linear solves stay in scipy.
 """
@@ -25,6 +29,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
 
+from trainyard import jit
 from trainyard_rl.mdp import TabularMDP
 
 # Called after every iteration with (iteration, Bellman residual); the platform logs it.
@@ -90,11 +95,32 @@ class Bellman:
         Q = self.q(V)
         return Q, Q.argmax(axis=1)
 
+    def sweep(self, V: torch.Tensor, out: torch.Tensor) -> float:
+        """One value-iteration sweep: out = max_a (r + gamma C V), (S,); returns ||out - V||_inf."""
+        fused = _compiled_sweep()
+        if fused is None:
+            torch.amax(self.q_into(V), dim=1, out=out)
+            return float((out - V).abs_().max())
+        jit.set_threads(torch.get_num_threads())
+        # A few chunks per thread, so that one slow thread does not hold the sweep up.
+        chunks = min(self.shape[0], 4 * torch.get_num_threads())
+        return fused(self._indptr, self._indices, self._data, self._rewards.numpy(), V.numpy(), out.numpy(),
+                     self.shape[1], chunks)
+
     @property
     def bytes_per_sweep(self) -> int:
         """The least memory one value-iteration sweep must touch: the CSR arrays, r, V read and V written."""
         return (self._data.nbytes + self._indices.nbytes + self._indptr.nbytes + self._rewards.numpy().nbytes
                 + 2 * 8 * self.mdp.n_states)
+
+
+def _compiled_sweep():
+    """Value iteration's compiled sweep (trainyard_rl/fused_sweep.py), or None without numba."""
+    try:
+        from trainyard_rl import fused_sweep
+    except ImportError:
+        return None
+    return fused_sweep.compiled()
 
 
 # --- policy evaluation -------------------------------------------------------------------------
@@ -172,8 +198,7 @@ def value_iteration(mdp: TabularMDP, gamma: float, epsilon: float = 1e-6, max_it
     residuals: list[float] = []
     converged = False
     for iteration in range(1, max_iterations + 1):
-        torch.amax(bellman.q_into(V), dim=1, out=new)
-        residual = float((new - V).abs_().max())
+        residual = bellman.sweep(V, new)
         V, new = new, V
         residuals.append(residual)
         if progress is not None:

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trainyard.sweep.child_run import finish_for_trial
-from trainyard.sweep.reporting import EPOCH_KEY, FINAL_KEY, RUN_ID_KEY
+from trainyard.sweep.reporting import ENDED_KEY, EPOCH_KEY, FINAL_KEY, RUN_ID_KEY
 from trainyard.sweep.space import TIME_ATTR, short_names, shown_values
 
 STATUS_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "TERMINATED": "green", "ERROR": "red"}
@@ -79,7 +79,8 @@ class SweepProgress(Callback):
         # A trial's last report says it is final; a model trial that ends without one was stopped
         # by its scheduler, at whichever validation that was (mid-epoch included).
         stopped = not final and self.max_epochs is not None
-        self._finish(trial, "FINISHED", stopped_early=stopped)
+        if not (final and trial.last_result.get(ENDED_KEY)):  # (one that says it ended its run needs no look)
+            self._finish(trial, "FINISHED", stopped_early=stopped)
         if stopped:
             row["status"] = "STOPPED"
         self._ended(trial)

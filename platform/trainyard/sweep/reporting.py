@@ -30,6 +30,7 @@ BEST_FOLDER = "checkpoints"  # the files of Lightning's ModelCheckpoint, under t
 RUN_ID_KEY = "trainyard_run_id"  # travels in Tune results so the driver can find the child run
 EPOCH_KEY = "trainyard_epoch"
 FINAL_KEY = "trainyard_final"  # the trial's last report, sent after testing: it ended on its own
+ENDED_KEY = "trainyard_run_ended"  # sent with the last report by a trial that ended its child run before it
 
 # report(metrics, checkpoint_dir or None): tune.report in a trial actor, ray.train.report in a
 # Ray Train worker.

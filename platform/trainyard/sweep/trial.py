@@ -29,7 +29,7 @@ from typing import Any
 from trainyard.errors import SpecError
 from trainyard.spec import set_path
 from trainyard.sweep.child_run import LOOK_UP
-from trainyard.sweep.reporting import FINAL_KEY, RUN_ID_KEY
+from trainyard.sweep.reporting import ENDED_KEY, FINAL_KEY, RUN_ID_KEY
 from trainyard.sweep.space import shown_values, trial_values, with_model
 
 
@@ -91,7 +91,8 @@ def trial_main(config: dict[str, Any], job: SweepJob) -> None:
     existing = find_child(MlflowClient(job.tracking_uri), job.experiment_id, job.parent_run_id, trial_id)
     if existing is not None and existing.info.status == "FINISHED":
         # It ended while the driver was down, after Tune's last snapshot: report, do not rerun.
-        tune.report(dict(existing.data.metrics) | {RUN_ID_KEY: existing.info.run_id, FINAL_KEY: True, "done": True})
+        tune.report(dict(existing.data.metrics) | {RUN_ID_KEY: existing.info.run_id, FINAL_KEY: True, ENDED_KEY: True,
+                                                   "done": True})
         return
     experiment = job.trial_experiment(config)
     if experiment.spec.kind == "algorithm":
@@ -290,7 +291,7 @@ def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mappin
             child.end("FAILED", error)
             raise
         child.end("FINISHED")
-        tune.report(metrics | {RUN_ID_KEY: child.run_id, FINAL_KEY: True, "done": True})
+        tune.report(metrics | {RUN_ID_KEY: child.run_id, FINAL_KEY: True, ENDED_KEY: True, "done": True})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -216,3 +216,20 @@ def test_policy_iteration_keeps_exactly_tied_actions_through_solver_noise(gamma,
     # Without the noise the tie is exact: nothing to explain away.
     monkeypatch.undo()
     assert dp.policy_iteration(mdp, gamma, policy0=np.array([1, 0, 0])).policy[0] == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_compiled_sweep_is_the_bellman_backup(threads, monkeypatch):
+    """Value iteration's fused loop (numba) gives torch's CSR product and maximum, and the change in V."""
+    import torch
+
+    mdp = random_mdp(1_003, actions=3, seed=4)  # a state count that does not split evenly
+    bellman = dp.Bellman(mdp, 0.9)
+    V = torch.from_numpy(np.random.default_rng(1).normal(size=mdp.n_states))
+    expected = torch.amax(bellman.q_into(V), dim=1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    out = torch.empty_like(V)
+    residual = bellman.sweep(V, out)
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+    assert residual == pytest.approx(float((expected - V).abs().max()), rel=1e-12)
+    assert dp._compiled_sweep() is not None  # numba is a dependency: this was the compiled loop
