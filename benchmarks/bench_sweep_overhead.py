@@ -5,9 +5,10 @@
 1. Trivial trials. Sweeps of 20 and 100 trials of a trivial algorithm (one pull of the example
    plugin's two-armed bandit: microseconds of work), interleaved, each repeat a full `trainyard
    sweep` (Ray start, parent run, Tune, child runs, summary). Printed, as medians:
-   - the cost of each additional trial: (trial phase at 100 - at 20) / 80. Target: <= 100 ms.
-     This is the bookkeeping that grows with the number of trials (Tune's scheduling, the trial
-     actor's call, the child run in MLflow, the driver's callback).
+   - the cost of each additional trial: (whole command at 100 - at 20) / 80, and the same from
+     the trial phase alone. Target (issue 17): <= 30 ms. This is the bookkeeping that grows with
+     the number of trials (Tune's scheduling, the trial actor's call, the child run in MLflow,
+     the driver's callback).
    - the fixed cost of a sweep (Ray start; trial processes importing torch, Lightning and MLflow
      before their first trial; the summary), and the plain wall time per trial at 100.
    The command's whole wall time is printed beside the trial phase, so that the fixed costs
@@ -103,6 +104,7 @@ def digits_sweep(folder: Path, epochs: int, store: str) -> tuple[Path, list[str]
 def trivial(folder: Path, repeats: int) -> None:
     spec = folder / "trivial.yaml"
     phases: dict[int, list[float]] = {20: [], 100: []}
+    whole: dict[int, list[float]] = {20: [], 100: []}
     fixed, walls = [], []
     for repeat in range(repeats):
         for trials in (20, 100) if repeat % 2 == 0 else (100, 20):
@@ -110,6 +112,7 @@ def trivial(folder: Path, repeats: int) -> None:
             result, wall = sweep(spec, [])
             assert len(result.summary.rows) == trials
             phases[trials].append(result.timings["trials"])
+            whole[trials].append(wall)
             if trials == 100:
                 walls.append(wall)
                 fixed.append(wall - result.timings["trials"])
@@ -117,10 +120,11 @@ def trivial(folder: Path, repeats: int) -> None:
                   f"whole sweep {wall:6.2f} s", flush=True)
     t20, t100 = statistics.median(phases[20]), statistics.median(phases[100])
     per_trial = (t100 - t20) / 80
+    per_trial_whole = (statistics.median(whole[100]) - statistics.median(whole[20])) / 80
     print("\ntrivial trials (medians)")
     print(f"  trial phase:  20 trials {t20:.2f} s   100 trials {t100:.2f} s")
-    print(f"  each additional trial costs {per_trial * 1000:.0f} ms   (target <= 100 ms)  "
-          f"{'MET' if per_trial <= 0.1 else 'NOT MET'}")
+    print(f"  each additional trial costs {per_trial_whole * 1000:.0f} ms of the whole command   (target <= 30 ms)  "
+          f"{'MET' if per_trial_whole <= 0.03 else 'NOT MET'};  {per_trial * 1000:.0f} ms of the trial phase")
     print(f"  fixed cost outside the trial phase {statistics.median(fixed):.2f} s; the trial phase's own start-up "
           f"(trial processes importing torch, Lightning, MLflow) is {t100 - 100 * per_trial:.2f} s")
     print(f"  plain wall time per trial at 100: trial phase {t100 / 100 * 1000:.0f} ms, "

@@ -178,10 +178,18 @@ class TrackedRun:
         items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items, synchronous=False)
 
-    def write_metrics(self, items: Sequence[Metric]) -> None:
-        """Write metric values now (not queued), in batches of MLflow's largest size."""
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=list(items[start:start + 1000]))
+    def write_metrics(self, items: Sequence[Metric], params: Mapping[str, Any] | None = None) -> None:
+        """Write metric values now (not queued), in batches of MLflow's largest size (1,000 values,
+        100 of them params at most); `params` go in the first batches."""
+        from mlflow.entities import Param
+
+        pending_params = [Param(key, str(value)) for key, value in (params or {}).items()]
+        metrics = list(items)
+        while pending_params or metrics:
+            batch_params, pending_params = pending_params[:100], pending_params[100:]
+            room = 1000 - len(batch_params)
+            batch_metrics, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(self.run_id, metrics=batch_metrics, params=batch_params)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

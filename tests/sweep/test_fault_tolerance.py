@@ -128,6 +128,38 @@ def test_a_trial_that_failed_before_opening_its_child_run_is_recorded_once_and_c
     assert run.data.params == {"optimizer.lr": "0.1", "trainer.max_epochs": "6"}  # the rest of its params
 
 
+def test_an_algorithm_trials_params_go_with_its_metrics_and_survive_its_death(tmp_path, monkeypatch):
+    """An algorithm trial writes its params in its metrics' request (one write fewer per trial);
+    if its process dies before that, the driver's FAILED status brings the sampled values."""
+    from mlflow import MlflowClient
+
+    from trainyard.sweep.child_run import ChildRun, finish_for_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("sweeps")
+    parent = client.create_run(experiment).info.run_id
+    requests = []
+    original = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kwargs: (
+        requests.append(kwargs), original(self, run_id, **kwargs))[1])
+    params = {f"algorithm.params.p{i}": i for i in range(150)}  # more than one request's 100 params
+    child = ChildRun.open(uri, experiment, parent, "t_1", "trial-t_1", params, {}, None, params_with_metrics=True)
+    assert requests == [] and client.get_run(child.run_id).data.params == {}
+    child.buffer({"test/return": 1.5}, 0)
+    child.end("FINISHED")
+    run = client.get_run(child.run_id)
+    assert run.data.params == {key: str(value) for key, value in params.items()}
+    assert run.data.metrics == {"test/return": 1.5} and run.info.status == "FINISHED"
+    assert [(len(r["params"]), len(r["metrics"])) for r in requests] == [(100, 1), (50, 0)]
+
+    dead = ChildRun.open(uri, experiment, parent, "t_2", "trial-t_2", params, {}, None, params_with_metrics=True)
+    finish_for_trial(uri, dead.run_id, experiment, parent, "t_2", "FAILED", error="RayActorError: died",
+                     values={"algorithm.params.epsilon": 0.25})
+    run = client.get_run(dead.run_id)
+    assert run.info.status == "FAILED" and run.data.params == {"algorithm.params.epsilon": "0.25"}
+
+
 def test_only_trials_that_lost_their_worker_are_resumed_by_the_driver():
     """After Tune ends, the driver resumes trials that ended ERROR only when every one of them lost
     its actor (a node died); a trial's own exception has had its max_failures retries."""

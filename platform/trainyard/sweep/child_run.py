@@ -37,11 +37,13 @@ def find_child(client, experiment_id: str, parent_run_id: str, trial_id: str):
 class ChildRun:
     """The child run of one trial, with the metric buffer described in the module docstring."""
 
-    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], mutated: dict[str, Any] | None = None):
+    def __init__(self, tracked: TrackedRun, watermark: dict[str, int], mutated: dict[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None):
         self.tracked = tracked
         self.watermark = watermark
         self.mutated = mutated or {}  # spec values PBT changed since the run's params were logged
         self.pending: list = []
+        self.pending_params = dict(params or {})  # written with the first metrics (see open)
 
     @property
     def run_id(self) -> str:
@@ -49,10 +51,13 @@ class ChildRun:
 
     @classmethod
     def open(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
-             params: Mapping[str, Any], tags: dict[str, str], existing=LOOK_UP) -> ChildRun:
+             params: Mapping[str, Any], tags: dict[str, str], existing=LOOK_UP,
+             params_with_metrics: bool = False) -> ChildRun:
         """Continue the trial's child run if it exists (a retry), else create it. `existing` is what
         the caller found when it looked the run up already (one query per trial counts, for short
-        trials): the run, or None."""
+        trials): the run, or None. `params_with_metrics`: a new run's params are written in the
+        same request as its first metrics, one write fewer per trial (an algorithm trial, which
+        commits once; its sampled values are in its tags from the start)."""
         from mlflow import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -65,6 +70,8 @@ class ChildRun:
                 TRIAL_ID_TAG: trial_id, ATTEMPT_TAG: "1", MLFLOW_PARENT_RUN_ID: parent_run_id,
                 MLFLOW_RUN_NAME: run_name})
             tracked = TrackedRun(uri, run.info.run_id, experiment_id, client)
+            if params_with_metrics:
+                return cls(tracked, {}, params=params)
             tracked.log_params(dict(params))
             return cls(tracked, {})
         tracked = TrackedRun.attach(uri, existing.info.run_id)
@@ -91,10 +98,13 @@ class ChildRun:
         self.pending += [Metric(key, float(value), now, step) for key, value in metrics.items()]
 
     def commit(self) -> None:
-        """Write the held metrics, minus steps the run already holds."""
+        """Write the held metrics, minus steps the run already holds (and params still held)."""
         items = [m for m in self.pending if m.step > self.watermark.get(m.key, -1)]
         self.pending = []
-        if items:
+        if self.pending_params:
+            params, self.pending_params = self.pending_params, {}
+            self.tracked.write_metrics(items, params)
+        elif items:
             self.tracked.write_metrics(items)
 
     def end(self, status: str, error: BaseException | None = None) -> None:
@@ -128,6 +138,10 @@ def finish_for_trial(uri: str, run_id: str | None, experiment_id: str, parent_ru
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in (values or {}).items()])
     elif run.info.status != "RUNNING":
         return
-    elif tags:
-        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    else:
+        # A run whose params were to go with its metrics (params_with_metrics) and whose process
+        # died first still gets its sampled values.
+        params = [Param(k, str(v)) for k, v in (values or {}).items()] if not run.data.params else []
+        if tags or params:
+            client.log_batch(run.info.run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(run.info.run_id, status)

@@ -234,7 +234,8 @@ def fit_trial(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=LOOK_UP):
+def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, Any], existing=LOOK_UP,
+                params_with_metrics: bool = False):
     import ray
 
     from trainyard.sweep.child_run import ChildRun
@@ -247,7 +248,7 @@ def _open_child(experiment, job: SweepJob, trial_id: str, config: Mapping[str, A
                        "trainyard.family": trained.plugin, "trainyard.model": trained.name,
                        "trainyard.sweep.values": ", ".join(f"{k}={v}" for k, v in shown_values(config).items())[:500]}
     return ChildRun.open(job.tracking_uri, job.experiment_id, job.parent_run_id, trial_id, f"trial-{trial_id}",
-                         experiment.flat_params(), tags, existing)
+                         experiment.flat_params(), tags, existing, params_with_metrics)
 
 
 # --- an algorithm trial ----------------------------------------------------------------------
@@ -275,7 +276,7 @@ def run_algorithm_trial(experiment, job: SweepJob, trial_id: str, config: Mappin
     folder = local_folder(job, trial_id, 0)
     try:
         built = build(experiment, folder, store=job.tracking_uri)
-        child = _open_child(experiment, job, trial_id, config, existing)
+        child = _open_child(experiment, job, trial_id, config, existing, params_with_metrics=True)
         artifacts = folder / "artifacts"
         artifacts.mkdir()
         try:
