@@ -324,8 +324,9 @@ def list_artifacts(client, run_id: str, path: str | None = None) -> list[dict[st
 
 def ui_url(store: str, experiment_id: str, run_id: str) -> str:
     """The run's page in MLflow's UI: on the tracking server, or where `trainyard ui` serves."""
-    base = store.rstrip("/") if store.startswith(("http://", "https://")) else UI_ADDRESS
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    from trainyard.ui import run_url
+
+    return run_url(store if store.startswith(("http://", "https://")) else UI_ADDRESS, experiment_id, run_id)
 
 
 def print_run(run: dict[str, Any], console: Console) -> None:

@@ -141,7 +141,9 @@ def sweep(spec: SpecArg, set_: SetOpt = None,
 
 
 def print_sweep_summary(spec, result) -> None:
+    from trainyard.browse import UI_ADDRESS
     from trainyard.sweep.space import short_names
+    from trainyard.ui import run_url
 
     found = result.summary
     out.print(f"\n[bold]{result.name}[/bold]: {result.status} in {result.seconds:.1f} s")
@@ -163,8 +165,8 @@ def print_sweep_summary(spec, result) -> None:
     if result.url:
         out.print(f"  open {result.url}", markup=False)
     else:
-        out.print(f"  open: trainyard ui   then http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/"
-                  f"{result.parent_run_id}", markup=False)
+        out.print(f"  open: trainyard ui   then {run_url(UI_ADDRESS, result.experiment_id, result.parent_run_id)}",
+                  markup=False)
     out.print(f"  logs: {result.folder}/<trial id>/output.log for each trial; Ray and Tune: {result.driver_log}",
               markup=False)
 
@@ -178,7 +180,9 @@ def _short(value: str | None) -> str:
 
 
 def print_summary(name: str, result) -> None:
+    from trainyard.browse import UI_ADDRESS
     from trainyard.tracking import DEFAULT_TRACKING_URI, resolve_uri
+    from trainyard.ui import run_url
 
     out.print(f"\n[bold]{name}[/bold]: {result.status} in {result.seconds:.1f} s")
     if result.metrics:
@@ -191,8 +195,8 @@ def print_summary(name: str, result) -> None:
     else:
         default = result.tracking_uri == resolve_uri(DEFAULT_TRACKING_URI)
         hint = "" if default else f" --uri {result.tracking_uri}"
-        out.print(f"  open: trainyard ui{hint}   then http://127.0.0.1:5000/#/experiments/"
-                  f"{result.experiment_id}/runs/{result.run_id}", markup=False)
+        out.print(f"  open: trainyard ui{hint}   then {run_url(UI_ADDRESS, result.experiment_id, result.run_id)}",
+                  markup=False)
 
 
 @app.command()

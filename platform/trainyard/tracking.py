@@ -260,7 +260,9 @@ class TrackedRun:
 
     def ui_url(self) -> str | None:
         if self.uri.startswith(("http://", "https://")):
-            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            from trainyard.ui import run_url
+
+            return run_url(self.uri, self.experiment_id, self.run_id)
         return None
 
 

@@ -104,6 +104,11 @@ def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page on the UI at `base` (http://host:port), in the model-training layout."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW_PARAM}={MODEL_TRAINING}"
+
+
 def runs_url(host: str, port: int, experiment_id: str | None) -> str:
     """The page of an experiment's runs in the model-training layout (the experiments list without one)."""
     page = f"experiments/{experiment_id}/runs" if experiment_id is not None else "experiments"

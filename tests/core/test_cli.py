@@ -38,6 +38,7 @@ def test_run_prints_a_compact_summary(tmp_path):
     assert "test/acc" in lines[1] and "test/loss" in lines[1]
     assert lines[2].startswith("  run ") and lines[2].endswith(f"in sqlite:///{tmp_path / 'mlflow.db'}")
     assert lines[3].startswith("  open: trainyard ui   then http://127.0.0.1:5000/#/experiments/")
+    assert lines[3].endswith("?workflowType=machine_learning")  # the model-training layout, not GenAI's
 
 
 def test_ui_binds_loopback_by_default_and_warns_otherwise(monkeypatch, tmp_path):

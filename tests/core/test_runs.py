@@ -290,7 +290,8 @@ def test_run_against_a_tracking_server(use_plugins, tmp_path):
         result = run_experiment(load_experiment(spec), quiet=True)
         client, run = only_run(uri)
         assert run.info.status == "FINISHED"
-        assert result.url == f"{uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+        assert result.url == (f"{uri}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+                              "?workflowType=machine_learning")
         assert run.data.metrics["test/acc"] == pytest.approx(result.metrics["test/acc"])
         assert {"spec.yaml", "checkpoints/best.ckpt"} <= artifact_paths(client, run.info.run_id)
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store

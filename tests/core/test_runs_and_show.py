@@ -119,7 +119,8 @@ def test_show_gives_params_last_and_best_metrics_by_the_spec_modes_artifacts_and
     assert metrics["train/loss"]["best"] == 0.3  # the same quantity as val/loss: it falls too
     assert metrics["train/lr"] == {"last": 0.001, "mode": None, "best": None, "best_step": None}
     assert [item["path"] for item in run["artifacts"]] == ["reports/confusion_matrix.txt", "spec.yaml"]
-    assert run["url"] == f"http://127.0.0.1:5000/#/experiments/{store['experiment_id']}/runs/{store['lenet']}"
+    assert run["url"] == (f"http://127.0.0.1:5000/#/experiments/{store['experiment_id']}/runs/{store['lenet']}"
+                          "?workflowType=machine_learning")
 
     text = invoke("show", store["lenet"]).stdout
     assert text.startswith(f"lenet5-digits: FINISHED in 1 min 22 s   run {store['lenet']}\n")
