@@ -79,8 +79,7 @@ def open_store(uri: str | None) -> Iterator[Store]:
     from mlflow.exceptions import MlflowException
 
     store = tracking_uri(uri)
-    quick = {key: value for key, value in QUICK_HTTP.items() if key not in os.environ}
-    with mock.patch.dict(os.environ, quick):  # restored afterwards: the caller's process keeps its own
+    with quick_http():
         _check_exists(store)
         try:
             check_reachable(store)
@@ -90,6 +89,15 @@ def open_store(uri: str | None) -> Iterator[Store]:
             yield Store(MlflowClient(store), store)
         except MlflowException as error:
             raise BrowseError(f"cannot read {store}: {_first_line(error)}") from None
+
+
+@contextmanager
+def quick_http() -> Iterator[None]:
+    """MLflow's HTTP requests give up within about 10 s (QUICK_HTTP), unless the environment says
+    otherwise; restored afterwards, so that the caller's process keeps its own settings."""
+    quick = {key: value for key, value in QUICK_HTTP.items() if key not in os.environ}
+    with mock.patch.dict(os.environ, quick):
+        yield
 
 
 def _check_exists(uri: str) -> None:

@@ -431,16 +431,15 @@ def ui(host: Annotated[str, typer.Option(help="Interface to bind. Anything but l
        experiment: Annotated[Optional[str], typer.Option(
            help="Experiment to open (default: the one with the most recently started run).")] = None):
     """Start the MLflow UI over the tracking store that `trainyard run` writes to, on an experiment's runs."""
+    from trainyard.browse import quick_http
     from trainyard.tracking import tracking_uri
-    from trainyard.ui import (LOOPBACK, UiError, base_url, pick_experiment, runs_url, server_command,
+    from trainyard.ui import (LOOPBACK, UiError, base_url, pick_experiment, runs_page, runs_url, server_command,
                               server_environment)
 
     store = tracking_uri(uri)
-    if store.startswith(("http://", "https://")):
-        out.print(f"runs are on a tracking server: open {store} in a browser", markup=False)
-        return
     try:
-        chosen = pick_experiment(store, experiment)
+        with quick_http():  # a server that does not answer is one line within seconds
+            chosen = pick_experiment(store, experiment)
     except UiError as error:
         err.print(f"trainyard ui: {store}: {error}", markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -448,6 +447,10 @@ def ui(host: Annotated[str, typer.Option(help="Interface to bind. Anything but l
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         err.print(f"trainyard ui: cannot use the tracking store {store}: {reason}", markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    if store.startswith(("http://", "https://")):  # the server has the UI already
+        page = runs_page(store, chosen.experiment_id if chosen is not None else None)
+        out.print(f"runs are on a tracking server: open {page} in a browser", markup=False)
+        return
     if host not in LOOPBACK:
         err.print(f"warning: binding the MLflow UI to {host} exposes every run and artifact in {store} to the "
                   "network, without authentication", markup=False)

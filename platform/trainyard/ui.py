@@ -111,8 +111,13 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
 
 def runs_url(host: str, port: int, experiment_id: str | None) -> str:
     """The page of an experiment's runs in the model-training layout (the experiments list without one)."""
+    return runs_page(base_url(host, port), experiment_id)
+
+
+def runs_page(base: str, experiment_id: str | None) -> str:
+    """runs_url on the UI at `base` (http://host:port, or a tracking server's address)."""
     page = f"experiments/{experiment_id}/runs" if experiment_id is not None else "experiments"
-    return f"{base_url(host, port)}/#/{page}?{WORKFLOW_PARAM}={MODEL_TRAINING}"
+    return f"{base.rstrip('/')}/#/{page}?{WORKFLOW_PARAM}={MODEL_TRAINING}"
 
 
 def server_command(store: str, host: str, port: int) -> list[str]:

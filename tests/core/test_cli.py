@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import requests
@@ -54,11 +55,24 @@ def test_ui_binds_loopback_by_default_and_warns_otherwise(monkeypatch, tmp_path)
     assert started[-1][started[-1].index("--host") + 1] == "0.0.0.0"
 
 
-def test_ui_for_a_tracking_server_just_points_there(monkeypatch):
+def test_ui_for_a_tracking_server_points_at_the_experiments_runs_there(monkeypatch):
+    import types
+
+    from trainyard import ui
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
-    result = CliRunner().invoke(app, ["ui"])
-    assert result.exit_code == 0
-    assert result.stdout.strip() == "runs are on a tracking server: open http://mlflow.internal:5000 in a browser"
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["ui", "--experiment", "digits"])  # no such host
+    assert result.exit_code == 2 and time.monotonic() - started < 30
+    assert result.stderr.startswith("trainyard ui: cannot use the tracking store http://mlflow.internal:5000: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    asked = []
+    monkeypatch.setattr(ui, "pick_experiment", lambda store, name: asked.append((store, name)) or types.SimpleNamespace(
+        experiment_id="7", name=name))
+    result = CliRunner().invoke(app, ["ui", "--experiment", "digits"])
+    assert result.exit_code == 0 and asked == [("http://mlflow.internal:5000", "digits")]
+    assert result.stdout.strip() == ("runs are on a tracking server: open http://mlflow.internal:5000/#/experiments/7/"
+                                     "runs?workflowType=machine_learning in a browser")
 
 
 @pytest.mark.slow
