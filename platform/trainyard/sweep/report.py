@@ -23,7 +23,7 @@ from typing import Any
 
 from trainyard.spec import Domain, SweepSpec
 from trainyard.sweep.space import short_names
-from trainyard.sweep.summary import Summary, TrialRow, _domain, _finite
+from trainyard.sweep.summary import Summary, TrialRow, is_finite, searched_domain
 from trainyard.tracking import TrackedRun
 
 TOP_TRIALS = 10
@@ -121,7 +121,7 @@ def parallel_coordinates(sweep: SweepSpec, summary: Summary):
         return None
     keys = sweep.searched_keys()
     names = short_names(keys)
-    axes = [ValueAxis(key, _domain(sweep, key), [row.values.get(key) for row in summary.rows]) for key in keys]
+    axes = [ValueAxis(key, searched_domain(sweep, key), [row.values.get(key) for row in summary.rows]) for key in keys]
     colours, norm = _score_colours(sweep, scored)
     # A Figure of its own, not pyplot's: no global state, no GUI backend on the driver.
     figure = Figure(figsize=(max(5.0, 1.7 * (len(axes) + 1)), 4.2))
@@ -206,7 +206,7 @@ def learning_curves(sweep: SweepSpec, summary: Summary, histories: dict[str, lis
 
 
 def _scored(summary: Summary) -> list[TrialRow]:
-    return [row for row in summary.rows if row.status in SCORED and _finite(row.score)]
+    return [row for row in summary.rows if row.status in SCORED and is_finite(row.score)]
 
 
 def _score_colours(sweep: SweepSpec, scored: list[TrialRow]):

@@ -68,7 +68,7 @@ def collect(parent: TrackedRun, sweep: SweepSpec) -> Summary:
         rows.append(TrialRow(run.data.tags.get(TRIAL_ID_TAG, run.info.run_name), run.info.run_id, status,
                              {key: run.data.params.get(key) for key in sweep.searched_keys()}, score, metrics))
     rows.sort(key=lambda row: row.trial_id)
-    scored = [row for row in rows if row.status in ("FINISHED", "STOPPED") and _finite(row.score)]
+    scored = [row for row in rows if row.status in ("FINISHED", "STOPPED") and is_finite(row.score)]
     best = (max if sweep.mode == "max" else min)(scored, key=lambda row: row.score) if scored else None
     return Summary(rows, best)
 
@@ -108,7 +108,7 @@ def _record_best_per_model(parent: TrackedRun, sweep: SweepSpec, summary: Summar
     rows = []
     for model in sweep.branches:
         scored = [row for row in summary.rows if row.values.get("model.name") == model
-                  and row.status in ("FINISHED", "STOPPED") and _finite(row.score)]
+                  and row.status in ("FINISHED", "STOPPED") and is_finite(row.score)]
         if not scored:
             continue
         best = (max if sweep.mode == "max" else min)(scored, key=lambda row: row.score)
@@ -121,7 +121,8 @@ def _record_best_per_model(parent: TrackedRun, sweep: SweepSpec, summary: Summar
         parent.client.log_table(parent.run_id, pd.DataFrame(rows), "best_per_model.json")
 
 
-def _domain(sweep: SweepSpec, key: str) -> Domain:
+def searched_domain(sweep: SweepSpec, key: str) -> Domain:
+    """The domain a searched key was drawn from (model.name: the branches' models)."""
     if key == "model.name":
         return Domain.model_validate({"choice": list(sweep.branches)})
     if key in sweep.space:
@@ -141,12 +142,12 @@ def plot_metric_against_values(sweep: SweepSpec, summary: Summary, path: Path) -
     figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     colours = {"FINISHED": "tab:blue", "STOPPED": "tab:orange"}
     for axis, key in zip(axes[0], keys):
-        domain = _domain(sweep, key)
+        domain = searched_domain(sweep, key)
         categorical = domain.kind in ("choice", "grid")
         labels = [str(v) for v in domain.args] if categorical else []
         for status, colour in colours.items():
             points = [(row.values[key], row.score) for row in summary.rows
-                      if row.status == status and _finite(row.score) and row.values[key] is not None]
+                      if row.status == status and is_finite(row.score) and row.values[key] is not None]
             if points:
                 xs = [labels.index(x) if categorical and x in labels else float(x) for x, _ in points]
                 axis.scatter(xs, [y for _, y in points], c=colour, s=24, alpha=0.8,
@@ -181,5 +182,5 @@ def _log_params_once(parent: TrackedRun, params: dict[str, Any]) -> None:
         parent.set_tags({f"trainyard.{key}": str(value)[:500] for key, value in params.items()})
 
 
-def _finite(value: float | None) -> bool:
+def is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
