@@ -33,7 +33,8 @@ from trainyard.build import Built, build, make_trainer
 from trainyard.environments import GYMNASIUM
 from trainyard.record import make_reports, record_trained
 from trainyard.registry import get_registry
-from trainyard.tracking import TrackedRun, check_reachable, git_tags, lightning_logger, tracking_uri
+from trainyard.tracking import (TrackedRun, check_reachable, environment_uri_kept, git_tags, lightning_logger,
+                                tracking_uri)
 from trainyard.train import fit_and_test
 from trainyard.validate import Experiment
 
@@ -77,7 +78,7 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Any] = (),
     spec = experiment.spec
     uri = tracking_uri(spec.tracking.uri)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="trainyard-") as tmp, _torch_threads_kept():
+    with tempfile.TemporaryDirectory(prefix="trainyard-") as tmp, _torch_threads_kept(), environment_uri_kept():
         workdir = Path(tmp)
         built = build(experiment, workdir, store=uri)
         trainer = make_trainer(experiment, workdir / "checkpoints", callbacks, quiet, built=built) \

@@ -17,7 +17,8 @@ import os
 import subprocess
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,21 @@ def resolve_uri(uri: str) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
         return prefix + str(Path(uri[len(prefix):]).resolve())
     return uri
+
+
+@contextmanager
+def environment_uri_kept() -> Iterator[None]:
+    """$MLFLOW_TRACKING_URI as it was before a run: mlflow.set_tracking_uri (configure_mlflow)
+    also exports it, and a process that runs an experiment (a notebook, a test) would otherwise
+    send its next run without a tracking.uri into this run's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def configure_mlflow(uri: str) -> None:

@@ -239,6 +239,22 @@ def test_interrupted_run_is_marked_killed(plugin_site, tmp_path, signum):
     assert run.info.end_time is not None
 
 
+def test_a_run_leaves_the_processs_tracking_uri_as_it_was(use_plugins, tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI: a notebook's next run without a
+    tracking.uri must not land in the previous run's store."""
+    use_plugins("example")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = write(tmp_path, """\
+        name: bandit-test
+        env: {name: example.bandit}
+        algorithm: {name: example.greedy, params: {pulls: 10}}
+        """)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    assert run_experiment(load_experiment(spec, [f"tracking.uri={elsewhere}"]), quiet=True).tracking_uri == elsewhere
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert run_experiment(load_experiment(spec), quiet=True).tracking_uri == tracking_uri() != elsewhere
+
+
 def test_algorithm_run(use_plugins, tmp_path):
     use_plugins("example")
     spec = write(tmp_path, """\

@@ -30,7 +30,7 @@ import yaml
 from trainyard.errors import Problem, SpecError
 from trainyard.sweep import reaper
 from trainyard.spec import flatten
-from trainyard.tracking import TrackedRun, check_reachable, experiment_id_for, tracking_uri
+from trainyard.tracking import TrackedRun, check_reachable, environment_uri_kept, experiment_id_for, tracking_uri
 from trainyard.validate import Experiment, validate_experiment
 
 STATE_FILE = "trainyard-sweep.json"
@@ -70,6 +70,11 @@ class SweepResult:
 
 def run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> SweepResult:
     """Run the spec's sweep. Raises SpecError before anything launches on bad input."""
+    with environment_uri_kept():
+        return _run_sweep(experiment, options, console)
+
+
+def _run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> SweepResult:
     spec = experiment.spec
     if spec.sweep is None:
         raise SpecError([Problem("sweep", "this spec has no sweep section (trainyard run trains it once)")])
