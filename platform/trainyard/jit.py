@@ -28,9 +28,3 @@ def compiled(function: Callable, **options: Any) -> Callable | None:
         return None
     return njit(cache=True, nogil=True, **options)(function)
 
-
-def set_threads(count: int) -> None:
-    """Threads for numba's parallel loops (prange): at most `count` and the cores numba started with."""
-    import numba
-
-    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))

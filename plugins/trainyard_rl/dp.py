@@ -9,8 +9,8 @@ episode dropped: nothing is earned after them) and the expected rewards r (S*A,)
 One such sweep is one sparse matrix-vector product; no Python loop runs over states.
 
 Value iteration's sweep is one compiled loop (numba, through trainyard.jit) over the CSR
-arrays scipy built: each state's Q values, their maximum and the change in V in one pass, on
-torch's number of threads, so that a sweep reads each array once and writes V, no (S*A,) Q in
+arrays scipy built: each state's Q values, their maximum and the change in V in one pass (on
+torch's number of threads for a large MDP), so that a sweep reads each array once and writes V, no (S*A,) Q in
 between (the memory-bandwidth bound, benchmarks/bench_mdp.py). Without numba, and for the other
 algorithms, Q comes from torch's CSR `addmv` on the same buffers (no copy), which fuses the
 reward addition into the product and runs on every core, where scipy's product is
@@ -22,7 +22,9 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +40,9 @@ Progress = Callable[[int, float], None]
 EXACT_TOLERANCE = 1e-10
 # Floating-point noise in comparing two Q values computed by different sums, relative to |Q|.
 ROUNDING = 1e-12
+# Transitions from which a value-iteration sweep is split across torch's threads: below, one
+# thread's sweep is shorter than handing out the work.
+PARALLEL_ENTRIES = 1_000_000
 
 
 @dataclass
@@ -101,11 +106,15 @@ class Bellman:
         if fused is None:
             torch.amax(self.q_into(V), dim=1, out=out)
             return float((out - V).abs_().max())
-        jit.set_threads(torch.get_num_threads())
-        # A few chunks per thread, so that one slow thread does not hold the sweep up.
-        chunks = min(self.shape[0], 4 * torch.get_num_threads())
-        return fused(self._indptr, self._indices, self._data, self._rewards.numpy(), V.numpy(), out.numpy(),
-                     self.shape[1], chunks)
+        states, actions = self.shape
+        arrays = (self._indptr, self._indices, self._data, self._rewards.numpy(), V.numpy(), out.numpy(), actions)
+        threads = torch.get_num_threads()
+        if threads == 1 or self._data.size < PARALLEL_ENTRIES:
+            return fused(*arrays, 0, states)
+        bounds = np.linspace(0, states, threads + 1).astype(int)  # one range of states per thread
+        ranges = [_sweep_threads(threads).submit(fused, *arrays, first, last)
+                  for first, last in zip(bounds[:-1], bounds[1:])]
+        return max(part.result() for part in ranges)
 
     @property
     def bytes_per_sweep(self) -> int:
@@ -116,11 +125,14 @@ class Bellman:
 
 def _compiled_sweep():
     """Value iteration's compiled sweep (trainyard_rl/fused_sweep.py), or None without numba."""
-    try:
-        from trainyard_rl import fused_sweep
-    except ImportError:
-        return None
-    return fused_sweep.compiled()
+    from trainyard_rl import fused_sweep
+
+    return jit.compiled(fused_sweep.sweep)
+
+
+@cache
+def _sweep_threads(count: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="trainyard-sweep")
 
 
 # --- policy evaluation -------------------------------------------------------------------------

@@ -218,7 +218,7 @@ def test_policy_iteration_keeps_exactly_tied_actions_through_solver_noise(gamma,
     assert dp.policy_iteration(mdp, gamma, policy0=np.array([1, 0, 0])).policy[0] == 1
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_compiled_sweep_is_the_bellman_backup(threads, monkeypatch):
     """Value iteration's fused loop (numba) gives torch's CSR product and maximum, and the change in V."""
     import torch
@@ -228,6 +228,7 @@ def test_the_compiled_sweep_is_the_bellman_backup(threads, monkeypatch):
     V = torch.from_numpy(np.random.default_rng(1).normal(size=mdp.n_states))
     expected = torch.amax(bellman.q_into(V), dim=1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(dp, "PARALLEL_ENTRIES", 0)  # split across the threads however small the MDP
     out = torch.empty_like(V)
     residual = bellman.sweep(V, out)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
