@@ -161,8 +161,16 @@ class Word2Vec(LightningModule):
     # --- training and evaluation -----------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        if not self.automatic_optimization:
-            cbow_update.compiled()  # import numba and load (the first time: compile) the update now, not mid-epoch
+        cpu = self.device.type == "cpu" and self.trainer.world_size == 1  # where _cbow_step compiles
+        compiled = cbow_update.compiled() if not self.automatic_optimization and cpu else None
+        if compiled is not None:
+            # numba loads the machine code (the first time on a machine: compiles it) at the first
+            # call: a call on no windows does it now, before training, as gensim's compiled module
+            # is loaded before it trains.
+            no_windows = (np.empty(0, dtype=np.int64), np.empty((0, 2), dtype=np.int64),
+                          np.empty((0, self.params.negative), dtype=np.float32))
+            vectors = (self.input_vectors.weight.detach().numpy(), self.output_vectors.weight.detach().numpy())
+            compiled(*vectors, *no_windows, self.noise.numpy(), self.pad, 0.0)
 
     def training_step(self, batch, batch_idx):
         if not self.automatic_optimization:

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from trainyard import BuildContext, Params, Problem, SpecError
 from trainyard_rl import dp, tabular
-from trainyard_rl.markov import MarkovChain
+from trainyard_rl.markov import MarkovChain, point_mass
 from trainyard_rl.mdp import NoModel, TabularMDP
 from trainyard_rl.rollouts import SuccessRule, rollouts
 
@@ -273,7 +273,7 @@ class ChainAnalysis:
             policy = dp.value_iteration(self.mdp, p.gamma, 1e-8).policy
         chain = MarkovChain.from_policy(self.mdp, policy)
         if p.start is not None:
-            chain = MarkovChain(chain.matrix, np.eye(chain.n_states)[p.start])
+            chain = MarkovChain(chain.matrix, point_mass(chain.n_states, p.start))
         self.chain = chain
         closed = chain.closed_classes()
         metrics = {"states": float(chain.n_states), "closed_classes": float(len(closed)),

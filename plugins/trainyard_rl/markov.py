@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 ROW_SUM_ATOL = 1e-8
 
 
+
+def point_mass(n_states: int, state: int = 0) -> np.ndarray:
+    """The distribution (S,) that puts all its mass on `state` (np.eye(S)[state] without the S x S matrix)."""
+    mass = np.zeros(n_states)
+    mass[state] = 1.0
+    return mass
+
 @dataclass(frozen=True, eq=False)
 class MarkovChain:
     matrix: sp.csr_array
@@ -98,7 +105,7 @@ class MarkovChain:
 
     def _as_distribution(self, mu, name: str) -> np.ndarray:
         if mu is None:
-            return np.eye(self.n_states)[0]
+            return point_mass(self.n_states)
         mu = np.asarray(mu, dtype=float)
         if mu.shape[-1:] != (self.n_states,) or (mu < 0).any() or not np.allclose(mu.sum(axis=-1), 1.0):
             raise ValueError(f"{name} must be a probability vector over {self.n_states} states "

@@ -20,6 +20,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from trainyard_rl.markov import point_mass
+
 
 class NoModel(ValueError):
     """The environment exposes no transition model (dynamic programming needs one)."""
@@ -136,7 +138,7 @@ class TabularMDP:
         if terminal.shape != (n_states,):
             raise ValueError(f"terminal must be ({n_states},) booleans, got {terminal.shape}")
         if initial is None:
-            initial = np.eye(n_states)[0]
+            initial = point_mass(n_states)
         initial = np.asarray(initial, dtype=float)
         if initial.shape != (n_states,) or (initial < 0).any() or not np.isclose(initial.sum(), 1.0):
             raise ValueError(f"initial must be a probability vector over {n_states} states")
@@ -185,7 +187,7 @@ def _from_table(table: dict, initial: np.ndarray, grid: tuple[int, int] | None) 
 def _initial_of(unwrapped, n_states: int) -> np.ndarray:
     initial = getattr(unwrapped, "initial_state_distrib", None)  # toy-text's name for it
     if initial is None:
-        initial = np.eye(n_states)[0]
+        initial = point_mass(n_states)
     initial = np.asarray(initial, dtype=float)
     return initial / initial.sum()
 
