@@ -160,9 +160,14 @@ class Word2Vec(LightningModule):
 
     # --- training and evaluation -----------------------------------------------------------------
 
+    def _compiled_update(self):
+        """CBOW's compiled update where it applies (the CPU of a single process), else None."""
+        if self.automatic_optimization or self.device.type != "cpu" or self.trainer.world_size > 1:
+            return None
+        return cbow_update.compiled()
+
     def on_fit_start(self) -> None:
-        cpu = self.device.type == "cpu" and self.trainer.world_size == 1  # where _cbow_step compiles
-        compiled = cbow_update.compiled() if not self.automatic_optimization and cpu else None
+        compiled = self._compiled_update()
         if compiled is not None:
             # numba loads the machine code (the first time on a machine: compiles it) at the first
             # call: a call on no windows does it now, before training, as gensim's compiled module
@@ -185,7 +190,7 @@ class Word2Vec(LightningModule):
         process. Elsewhere (a GPU; several processes, whose gradients DDP averages) the batched
         loss's gradient, one SGD step for the batch, as skip-gram takes."""
         optimizer = self.optimizers()
-        compiled = cbow_update.compiled() if self.device.type == "cpu" and self.trainer.world_size == 1 else None
+        compiled = self._compiled_update()
         if compiled is None:
             _, counted, loss = self._objective(batch, "train")
             self.manual_backward(loss)
