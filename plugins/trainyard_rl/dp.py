@@ -10,8 +10,9 @@ One such sweep is one sparse matrix-vector product; no Python loop runs over sta
 
 Value iteration's sweep is one compiled loop (numba, through trainyard.jit) over the CSR
 arrays scipy built: each state's Q values, their maximum and the change in V in one pass (on
-torch's number of threads for a large MDP), so that a sweep reads each array once and writes V, no (S*A,) Q in
-between (the memory-bandwidth bound, benchmarks/bench_mdp.py). Without numba, and for the other
+torch's number of threads for a large MDP), so that a sweep reads each array once and writes
+V, with no (S*A,) Q in between (benchmarks/bench_mdp.py measures it against the memory-bandwidth
+bound; docs/rl.md has the figures). Without numba, and for the other
 algorithms, Q comes from torch's CSR `addmv` on the same buffers (no copy), which fuses the
 reward addition into the product and runs on every core, where scipy's product is
 single-threaded and allocates its result. Linear solves stay in scipy.
