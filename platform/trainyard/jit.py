@@ -21,10 +21,14 @@ from typing import Any
 
 @cache
 def compiled(function: Callable, **options: Any) -> Callable | None:
-    """`function` compiled by numba.njit (cached on disk, releasing the GIL), or None without numba."""
+    """`function` compiled by numba.njit (cached on disk, releasing the GIL), or None without numba.
+
+    Options are numba.njit's; a set of fastmath flags is given as a frozenset, which this cache
+    can hash (`fastmath=frozenset({"reassoc"})`)."""
     try:
         from numba import njit
     except ImportError:
         return None
+    options = {name: set(value) if isinstance(value, frozenset) else value for name, value in options.items()}
     return njit(cache=True, nogil=True, **options)(function)
 

@@ -33,6 +33,12 @@ def test_a_function_is_compiled_with_numba():
     assert type(total).__module__.startswith("numba")
 
 
+def test_fastmath_flags_are_given_as_a_frozenset():
+    total = jit.compiled(_total, fastmath=frozenset({"reassoc"}))
+    assert total is not None and total(np.arange(5.0)) == 10.0
+    assert total.targetoptions["fastmath"] == {"reassoc"}
+
+
 def test_without_numba_the_plugins_take_their_torch_paths(without_numba):
     from trainyard_repr import cbow_update
     from trainyard_rl import dp

@@ -234,3 +234,19 @@ def test_the_compiled_sweep_is_the_bellman_backup(threads, monkeypatch):
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
     assert residual == pytest.approx(float((expected - V).abs().max()), rel=1e-12)
     assert dp._compiled_sweep() is not None  # numba is a dependency: this was the compiled loop
+
+
+def test_the_compiled_sweep_reads_64_bit_indices():
+    """An MDP of 2^31 transitions or more keeps signed 64-bit indices; the loop gives the same sweep."""
+    mdp = random_mdp(300, actions=3, seed=5)
+    bellman = dp.Bellman(mdp, 0.9)
+    assert bellman._loop_indices.dtype == np.uint32  # the usual case, read unsigned
+    V = np.random.default_rng(2).normal(size=mdp.n_states)
+    narrow, wide = np.empty_like(V), np.empty_like(V)
+    sweep = dp._compiled_sweep()
+    arguments = (bellman._data, bellman._rewards.numpy(), V)
+    r32 = sweep(bellman._loop_indptr, bellman._loop_indices, *arguments, narrow, 3, 0, mdp.n_states)
+    r64 = sweep(bellman._indptr.astype(np.int64), bellman._indices.astype(np.int64), *arguments, wide, 3, 0,
+                mdp.n_states)
+    np.testing.assert_array_equal(wide, narrow)
+    assert r64 == r32
