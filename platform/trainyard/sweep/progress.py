@@ -25,6 +25,8 @@ from trainyard.sweep.space import TIME_ATTR, short_names, shown_values
 
 STATUS_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "PAUSED": "yellow", "TERMINATED": "green", "ERROR": "red"}
 REFRESH_SECONDS = 0.25
+# Statuses a trial's row keeps until one of Tune's trial hooks changes it (a retry starts it again).
+SETTLED = ("TERMINATED", "STOPPED", "ERROR")
 
 
 class SweepProgress(Callback):
@@ -93,6 +95,9 @@ class SweepProgress(Callback):
 
     def on_step_end(self, iteration, trials, **info) -> None:
         for trial in trials:  # pending, paused, and (after --resume) already ended trials show up too
+            known = self.rows.get(trial.trial_id)
+            if known is not None and known.get("status") in SETTLED:
+                continue  # Tune calls this many times a trial: a sweep's step stays O(trials still open)
             row = self._row(trial)
             if "status" not in row:
                 self._take(row, trial.last_result or {})
@@ -122,8 +127,10 @@ class SweepProgress(Callback):
         row = self.rows.get(trial.trial_id)
         if row is None:
             row = self.rows[trial.trial_id] = {"config": shown_values(trial.config)}
-        if trial.last_result and trial.last_result.get(RUN_ID_KEY):
-            row["run_id"] = trial.last_result[RUN_ID_KEY]
+        if "run_id" not in row:  # a trial's run does not change; Tune's last_result is not free
+            run_id = (trial.last_result or {}).get(RUN_ID_KEY)
+            if run_id:
+                row["run_id"] = run_id
         return row
 
     def _take(self, row: dict[str, Any], result: dict[str, Any]) -> None:
