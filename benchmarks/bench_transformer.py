@@ -109,7 +109,7 @@ def generation_speed(repeats: int, length: int = 256) -> None:
         params = DecoderLMParams(d_model=d_model, heads=heads, layers=layers, dropout=0.0, positions="rotary")
         model = DecoderLM(params, 100, [chr(32 + i) for i in range(100)], "char").eval()
 
-        @torch.no_grad()
+        @torch.inference_mode()  # as generate
         def recomputed(prompt: list[int], seed: int = 0) -> list[int]:
             """The whole prefix through the network at every step, as a model without a cache must."""
             generator = torch.Generator().manual_seed(seed)
