@@ -12,7 +12,9 @@
    - the fixed cost of a sweep (Ray start; trial processes importing torch, Lightning and MLflow
      before their first trial; the summary), and the plain wall time per trial at 100.
    The command's whole wall time is printed beside the trial phase, so that the fixed costs
-   are in view too.
+   are in view too. Beside each sweep, the same trials through bare Tune (no spec, no MLflow;
+   reused actors and no file loggers, as trainyard sets Tune up): what Tune itself costs a trial
+   here, and trainyard's trial phase as a multiple of it.
 
 2. Real trials. 16 trials of LeNet-5 on the digits, one epoch each, two at a time (one CPU each).
    The ideal is the sum of the trials' own training times (fit and test, measured inside each
@@ -31,6 +33,7 @@ The example plugin comes from tests/fixtures/example_plugin, installed into a te
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import subprocess
@@ -101,10 +104,49 @@ def digits_sweep(folder: Path, epochs: int, store: str) -> tuple[Path, list[str]
                   f"sweep.storage_path={folder / 'sweeps'}"]
 
 
+def _bandit_pull(config: dict) -> None:
+    """Bare Tune's trivial trial: one pull of a two-armed bandit, reported."""
+    import random
+
+    from ray import tune
+
+    arm = random.random() < config["epsilon"]
+    tune.report({"test/mean_reward": float(random.random() < (0.3 if arm else 0.7))})
+
+
+def bare_tune(folder: Path, trials: int) -> float:
+    """The same trivial trials through Tune alone, set up as trainyard sets it up (a local Ray
+    instance, reused actors, Tune's file loggers off, results in the same storage folder) and
+    nothing else: no spec, no MLflow. Returns the trial phase (tuner.fit) in seconds."""
+    import ray
+    from ray import tune
+
+    from trainyard.sweep.driver import TUNE_ENVIRONMENT
+
+    os.environ.update(TUNE_ENVIRONMENT)
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    # Without Tune's file loggers its result grid finds no result.json and warns about each trial.
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.ERROR)
+    try:
+        tuner = tune.Tuner(
+            _bandit_pull, param_space={"epsilon": tune.uniform(0.0, 1.0)},
+            tune_config=tune.TuneConfig(metric="test/mean_reward", mode="max", num_samples=trials, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=str(folder / "bare"), verbose=0))
+        started = time.perf_counter()
+        tuner.fit()
+        return time.perf_counter() - started
+    finally:
+        tune_logger.setLevel(level)
+        ray.shutdown()
+
+
 def trivial(folder: Path, repeats: int) -> None:
     spec = folder / "trivial.yaml"
     phases: dict[int, list[float]] = {20: [], 100: []}
     whole: dict[int, list[float]] = {20: [], 100: []}
+    bare: dict[int, list[float]] = {20: [], 100: []}
     fixed, walls = [], []
     # The process's first sweep imports Ray, Tune and the trial code cold: a warm-up, not counted.
     spec.write_text(TRIVIAL.format(trials=20))
@@ -119,8 +161,9 @@ def trivial(folder: Path, repeats: int) -> None:
             if trials == 100:
                 walls.append(wall)
                 fixed.append(wall - result.timings["trials"])
+            bare[trials].append(bare_tune(folder, trials))
             print(f"  repeat {repeat + 1}: {trials:3d} trivial trials: trial phase {result.timings['trials']:6.2f} s, "
-                  f"whole sweep {wall:6.2f} s", flush=True)
+                  f"whole sweep {wall:6.2f} s; bare Tune's trial phase {bare[trials][-1]:6.2f} s", flush=True)
     t20, t100 = statistics.median(phases[20]), statistics.median(phases[100])
     per_trial = (t100 - t20) / 80
     per_trial_whole = (statistics.median(whole[100]) - statistics.median(whole[20])) / 80
@@ -128,6 +171,9 @@ def trivial(folder: Path, repeats: int) -> None:
     print(f"  trial phase:  20 trials {t20:.2f} s   100 trials {t100:.2f} s")
     print(f"  each additional trial costs {per_trial_whole * 1000:.0f} ms of the whole command   (target <= 30 ms)  "
           f"{'MET' if per_trial_whole <= 0.03 else 'NOT MET'};  {per_trial * 1000:.0f} ms of the trial phase")
+    bare_per_trial = (statistics.median(bare[100]) - statistics.median(bare[20])) / 80
+    print(f"  bare Tune, the same trials without trainyard: each additional trial {bare_per_trial * 1000:.0f} ms of its "
+          f"trial phase; trainyard's trial phase {per_trial / bare_per_trial:.2f}x that")
     print(f"  fixed cost outside the trial phase {statistics.median(fixed):.2f} s; the trial phase's own start-up "
           f"(trial processes importing torch, Lightning, MLflow) is {t100 - 100 * per_trial:.2f} s")
     print(f"  plain wall time per trial at 100: trial phase {t100 / 100 * 1000:.0f} ms, "
