@@ -33,12 +33,12 @@ if TYPE_CHECKING:
 ROW_SUM_ATOL = 1e-8
 
 
-
 def point_mass(n_states: int, state: int = 0) -> np.ndarray:
     """The distribution (S,) that puts all its mass on `state` (np.eye(S)[state] without the S x S matrix)."""
     mass = np.zeros(n_states)
     mass[state] = 1.0
     return mass
+
 
 @dataclass(frozen=True, eq=False)
 class MarkovChain:

@@ -151,7 +151,7 @@ class LanguageModel(LightningModule):
         separator = "" if self.tokenizer in ("char", "bpe") else " "
         return separator.join(self.tokens[t] for t in ids if t >= 4)
 
-    @torch.inference_mode()  # no autograd bookkeeping at all: about 10% of a cached step of a small model
+    @torch.inference_mode()  # no autograd bookkeeping at all: a fifth of a small model's cached step (docs/transformer.md)
     def generate(self, prompt: list[int], length: int, seed: int = 0) -> list[int]:
         """`length` sampled token ids after `prompt`."""
         was_training = self.training
