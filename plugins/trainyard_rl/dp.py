@@ -8,14 +8,14 @@ episode dropped: nothing is earned after them) and the expected rewards r (S*A,)
 
 One such sweep is one sparse matrix-vector product; no Python loop runs over states.
 
-Value iteration's sweep is one compiled loop (numba, through trainyard.jit) over the CSR
-arrays scipy built: each state's Q values, their maximum and the change in V in one pass (on
-torch's number of threads for a large MDP), so that a sweep reads each array once and writes
-V, with no (S*A,) Q in between (benchmarks/bench_mdp.py measures it against the memory-bandwidth
-bound; docs/rl.md has the figures). Without numba, and for the other
-algorithms, Q comes from torch's CSR `addmv` on the same buffers (no copy), which fuses the
-reward addition into the product and runs on every core, where scipy's product is
-single-threaded and allocates its result. Linear solves stay in scipy.
+Value iteration's sweep is one compiled loop (numba, through trainyard.jit) over C's rows,
+padded to one width where that adds few entries, else scipy's CSR arrays: each state's Q
+values, their maximum and the change in V in one pass (on torch's number of threads for a large
+MDP), so that a sweep reads each array once and writes V, with no (S*A,) Q in between
+(benchmarks/bench_mdp.py measures it against the memory-bandwidth bound; docs/rl.md has the
+figures). Without numba, and for the other algorithms, Q comes from torch's CSR `addmv` on the
+same buffers (no copy), which fuses the reward addition into the product and runs on every core,
+where scipy's product is single-threaded and allocates its result. Linear solves stay in scipy.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,6 +44,11 @@ ROUNDING = 1e-12
 # Transitions from which a value-iteration sweep is split across torch's threads: below, one
 # thread's sweep is shorter than handing out the work.
 PARALLEL_ENTRIES = 1_000_000
+# The compiled sweep pads rows to the longest one (fused_sweep.sweep_fixed_width) when that width is
+# at most FIXED_WIDTH_MAX and padding adds at most FIXED_WIDTH_PADDING of the transitions; past
+# either, the unrolled loop grows or reads mostly zeros, and the CSR loop is the better one.
+FIXED_WIDTH_MAX = 8
+FIXED_WIDTH_PADDING = 0.25
 
 
 @dataclass
@@ -71,9 +76,12 @@ def check_gamma(gamma: float) -> None:
 class Bellman:
     """The Bellman operators of one MDP at one discount, on torch CSR views of scipy's arrays."""
 
-    def __init__(self, mdp: TabularMDP, gamma: float):
+    def __init__(self, mdp: TabularMDP, gamma: float, layout: str = "auto"):
+        """layout: the compiled sweep's, "auto" (padded rows where cheap, else CSR) or "csr"."""
         check_gamma(gamma)
-        self.mdp, self.gamma = mdp, gamma
+        if layout not in ("auto", "csr"):
+            raise ValueError(f"layout must be auto or csr, got {layout!r}")
+        self.mdp, self.gamma, self.layout = mdp, gamma, layout
         self.shape = (mdp.n_states, mdp.n_actions)
         discounted = mdp.continuation * gamma  # gamma folded in once, not once per sweep
         index = np.int32 if discounted.nnz < np.iinfo(np.int32).max else np.int64
@@ -107,14 +115,14 @@ class Bellman:
         return Q, Q.argmax(axis=1)
 
     def sweep(self, V: torch.Tensor, out: torch.Tensor) -> float:
-        """One value-iteration sweep: out = max_a (r + gamma C V), (S,); returns ||out - V||_inf."""
-        fused = _compiled_sweep()
-        if fused is None:
+        """One value-iteration sweep: out = max_a (r + gamma C V), (S,); returns ||out - V||_inf.
+        V must be finite (see _compiled_layout)."""
+        if _compiled_sweep() is None:
             torch.amax(self.q_into(V), dim=1, out=out)
             return float((out - V).abs_().max())
+        fused, layout = self._compiled_layout
         states, actions = self.shape
-        arrays = (self._loop_indptr, self._loop_indices, self._data, self._rewards.numpy(), V.numpy(), out.numpy(),
-                  actions)
+        arrays = (*layout, self._rewards.numpy(), V.numpy(), out.numpy(), actions)
         threads = torch.get_num_threads()
         if threads == 1 or self._data.size < PARALLEL_ENTRIES:
             return fused(*arrays, 0, states)
@@ -126,18 +134,47 @@ class Bellman:
         first_range = fused(*arrays, bounds[0], bounds[1])
         return max([first_range, *(part.result() for part in others)])
 
+    @cached_property
+    def _compiled_layout(self) -> tuple[Callable, tuple]:
+        """The compiled loop and the arrays it reads: C's rows padded to one width where that is
+        cheap (see FIXED_WIDTH_MAX), else the CSR arrays themselves."""
+        rows = self.shape[0] * self.shape[1]
+        lengths = np.diff(self._indptr)
+        width = int(lengths.max(initial=0))
+        # A padding entry reads V at the row's own state with weight 0: exact while V is finite
+        # (0 * inf would be NaN), which finite rewards keep from a finite start (value_iteration
+        # refuses any other), so infinite rewards keep CSR.
+        padded = width * rows <= (1 + FIXED_WIDTH_PADDING) * self._data.size
+        if (self.layout == "auto" and 0 < width <= FIXED_WIDTH_MAX and padded
+                and np.isfinite(self._rewards.numpy()).all()):
+            indices = np.empty((width, rows), dtype=self._loop_indices.dtype)
+            indices[:] = np.arange(rows, dtype=indices.dtype) // self.shape[1]
+            data = np.zeros((width, rows))
+            row = np.repeat(np.arange(rows), lengths)
+            position = np.arange(self._data.size) - np.repeat(self._indptr[:-1], lengths)
+            indices[position, row], data[position, row] = self._loop_indices, self._data
+            return _compiled_sweep(fixed_width=True), (tuple(indices), tuple(data))
+        return _compiled_sweep(), (self._loop_indptr, self._loop_indices, self._data)
+
     @property
     def bytes_per_sweep(self) -> int:
-        """The least memory one value-iteration sweep must touch: the CSR arrays, r, V read and V written."""
-        return (self._data.nbytes + self._indices.nbytes + self._indptr.nbytes + self._rewards.numpy().nbytes
-                + 2 * 8 * self.mdp.n_states)
+        """The least memory one value-iteration sweep must touch: the arrays of C it reads (padded
+        rows, or CSR), r, V read and V written."""
+        if _compiled_sweep() is None:
+            matrix = self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
+        else:
+            matrix = sum(array.nbytes for part in self._compiled_layout[1]
+                         for array in (part if isinstance(part, tuple) else (part,)))
+        return matrix + self._rewards.numpy().nbytes + 2 * 8 * self.mdp.n_states
 
 
-def _compiled_sweep():
-    """Value iteration's compiled sweep (trainyard_rl/fused_sweep.py), or None without numba."""
+def _compiled_sweep(fixed_width: bool = False):
+    """Value iteration's compiled sweep (trainyard_rl/fused_sweep.py) for CSR or padded rows, or
+    None without numba."""
     from trainyard_rl import fused_sweep
 
-    return jit.compiled(fused_sweep.sweep, fastmath=frozenset({"reassoc"}))
+    loop = fused_sweep.sweep_fixed_width if fixed_width else fused_sweep.sweep
+    return jit.compiled(loop, fastmath=frozenset({"reassoc"}))
 
 
 @cache
@@ -215,6 +252,8 @@ def value_iteration(mdp: TabularMDP, gamma: float, epsilon: float = 1e-6, max_it
     started = time.perf_counter()
     bellman = bellman or Bellman(mdp, gamma)
     threshold = epsilon * (1 - gamma) / (2 * gamma)
+    if V0 is not None and not np.isfinite(V0).all():
+        raise ValueError("value iteration's V0 must be finite")
     V = torch.zeros(mdp.n_states, dtype=torch.float64) if V0 is None else torch.tensor(V0, dtype=torch.float64)
     new = torch.empty_like(V)
     residuals: list[float] = []

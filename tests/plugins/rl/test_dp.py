@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium
 import numpy as np
 import pytest
@@ -218,12 +220,38 @@ def test_policy_iteration_keeps_exactly_tied_actions_through_solver_noise(gamma,
     assert dp.policy_iteration(mdp, gamma, policy0=np.array([1, 0, 0])).policy[0] == 1
 
 
+def ragged_mdp(states: int, seed: int) -> TabularMDP:
+    """Rows of 1 to 12 transitions, and an action that is never worth taking (reward -inf)."""
+    rng = np.random.default_rng(seed)
+    transitions = np.zeros((3, states, states))
+    for a in range(3):
+        for s in range(states):
+            successors = rng.integers(1, 13)
+            transitions[a, s, rng.choice(states, successors, replace=False)] = rng.random(successors)
+    transitions /= transitions.sum(axis=2, keepdims=True)
+    rewards = rng.normal(size=(states, 3))
+    rewards[::7, 2] = -np.inf
+    return TabularMDP.from_arrays(transitions, rewards)
+
+
+# Each of the compiled loop's layouts (fused_sweep.py): rows of one length, rows of a few lengths
+# padded to the longest (the grid's walls shorten some), and ragged rows or infinite rewards, on CSR.
+LAYOUTS = {
+    "fixed width": (lambda: random_mdp(1_003, actions=3, seed=4), "sweep_fixed_width"),
+    "padded": (lambda: GridWorldEnv(rows=9, cols=13, slip=0.2).transition_model(), "sweep_fixed_width"),
+    "csr": (lambda: ragged_mdp(301, seed=6), "sweep"),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_the_compiled_sweep_is_the_bellman_backup(threads, monkeypatch):
-    """Value iteration's fused loop (numba) gives torch's CSR product and maximum, and the change in V."""
+def test_the_compiled_sweep_is_the_bellman_backup(layout, threads, monkeypatch):
+    """Value iteration's fused loop (numba) gives torch's CSR product and maximum, and the change in
+    V, in each layout. (A state count that does not split evenly over the threads.)"""
     import torch
 
-    mdp = random_mdp(1_003, actions=3, seed=4)  # a state count that does not split evenly
+    make_mdp, loop = LAYOUTS[layout]
+    mdp = make_mdp()
     bellman = dp.Bellman(mdp, 0.9)
     V = torch.from_numpy(np.random.default_rng(1).normal(size=mdp.n_states))
     expected = torch.amax(bellman.q_into(V), dim=1)
@@ -233,7 +261,30 @@ def test_the_compiled_sweep_is_the_bellman_backup(threads, monkeypatch):
     residual = bellman.sweep(V, out)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
     assert residual == pytest.approx(float((expected - V).abs().max()), rel=1e-12)
-    assert dp._compiled_sweep() is not None  # numba is a dependency: this was the compiled loop
+    assert bellman._compiled_layout[0].py_func.__name__ == loop  # numba is a dependency: the compiled loop ran
+
+
+def test_infinite_rewards_keep_the_csr_loop():
+    """Padding reads V with weight 0, NaN where V is infinite: an MDP whose V can be infinite is swept
+    on its CSR rows, and value iteration takes no infinite start."""
+    mdp = GridWorldEnv(rows=9, cols=13, slip=0.2).transition_model()
+    assert dp.Bellman(mdp, 0.9)._compiled_layout[0].py_func.__name__ == "sweep_fixed_width"
+    rewards = mdp.rewards.copy()
+    rewards[0] = np.inf
+    bellman = dp.Bellman(dataclasses.replace(mdp, rewards=rewards), 0.9)
+    assert bellman._compiled_layout[0].py_func.__name__ == "sweep"
+    with pytest.raises(ValueError, match="finite"):
+        dp.value_iteration(mdp, 0.9, V0=np.full(mdp.n_states, np.inf))
+
+
+def test_padding_is_counted_as_bytes_the_sweep_reads():
+    """The grid's padded layout reads no indptr, but its padding: bytes_per_sweep counts what the loop reads."""
+    mdp = GridWorldEnv(rows=9, cols=13, slip=0.2).transition_model()
+    bellman = dp.Bellman(mdp, 0.9)
+    rows = mdp.n_states * mdp.n_actions
+    width = int(np.diff(bellman._indptr).max())
+    assert width * rows > bellman._data.size  # some rows are padded
+    assert bellman.bytes_per_sweep == width * rows * (8 + 4) + rows * 8 + 2 * 8 * mdp.n_states
 
 
 def test_the_compiled_sweep_reads_64_bit_indices():
