@@ -147,12 +147,11 @@ class Bellman:
         padded = width * rows <= (1 + FIXED_WIDTH_PADDING) * self._data.size
         if (self.layout == "auto" and 0 < width <= FIXED_WIDTH_MAX and padded
                 and np.isfinite(self._rewards.numpy()).all()):
-            indices = np.empty((width, rows), dtype=self._loop_indices.dtype)
-            indices[:] = np.arange(rows, dtype=indices.dtype) // self.shape[1]
-            data = np.zeros((width, rows))
-            row = np.repeat(np.arange(rows), lengths)
-            position = np.arange(self._data.size) - np.repeat(self._indptr[:-1], lengths)
-            indices[position, row], data[position, row] = self._loop_indices, self._data
+            from trainyard_rl import fused_sweep
+
+            indices, data = np.empty((width, rows), dtype=self._loop_indices.dtype), np.empty((width, rows))
+            pad = jit.compiled(fused_sweep.pad_rows)
+            pad(self._loop_indptr, self._loop_indices, self._data, self.shape[1], indices, data)
             return _compiled_sweep(fixed_width=True), (tuple(indices), tuple(data))
         return _compiled_sweep(), (self._loop_indptr, self._loop_indices, self._data)
 
