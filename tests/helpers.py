@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import random
 import socket
 import sys
 import time
@@ -36,10 +37,33 @@ def trainyard_command() -> list[str]:
     return [str(Path(sys.executable).with_name("trainyard"))]
 
 
+# free_port's ports: above Ray's worker ports (10002-19999) and below the kernel's ephemeral
+# range, which is where a process binding port 0 gets its port.
+PORTS = range(20000, 32768)
+_HANDED_OUT: set[int] = set()
+_RANDOM = random.Random()  # its own generator: tests that seed `random` must not make workers agree
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, for a server started later, and never one this process handed out
+    before. It comes from PORTS, outside the kernel's ephemeral range: else a server that binds
+    port 0 (Ray's raylets and agents do, eight nodes of them in the scale test) could be given
+    it before its own server binds it."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(1000):
+        port = _RANDOM.choice(PORTS) if ephemeral >= PORTS.stop else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def wait_for_http(url: str, timeout: float = 60.0, process=None) -> None:

@@ -311,12 +311,31 @@ def start_ray_node(folder: Path, env: dict[str, str], head_port: int | None = No
 
 
 def ray_nodes(address: str, env: dict[str, str]) -> list[dict]:
-    """The cluster's live nodes, as `ray.nodes()` lists them, asked from a process of its own."""
+    """The cluster's live nodes, as `ray.nodes()` lists them, asked from a process of its own
+    ([] while the cluster does not answer). The answer is the line after a marker: Ray may
+    print its own lines to stdout while a node joins."""
     probe = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
-             "print(json.dumps([n for n in ray.nodes() if n['Alive']]))" % address)
-    found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-    lines = found.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if found.returncode == 0 and lines else []
+             "print('\\nNODES ' + json.dumps([n for n in ray.nodes() if n['Alive']]))" % address)
+    try:
+        found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return []
+    answers = [line for line in found.stdout.splitlines() if line.startswith("NODES ")]
+    return json.loads(answers[-1].removeprefix("NODES ")) if found.returncode == 0 and answers else []
+
+
+def ray_node_log(process: subprocess.Popen, lines: int = 40) -> str:
+    """The last lines of a `ray start` node's own log and of its raylet's (start_ray_node's
+    folders), for an error message."""
+    folder = Path(process.args[process.args.index("--temp-dir") + 1])
+    logs = [folder.with_suffix(".log"), *sorted(folder.glob("session_latest/logs/raylet.*"))]
+    tails = []
+    for log in logs:
+        try:
+            tails.append(f"--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+        except OSError:
+            continue
+    return "\n".join(tails)
 
 
 def wait_for_ray_nodes(address: str, env: dict[str, str], count: int, processes: list[subprocess.Popen],
@@ -326,7 +345,8 @@ def wait_for_ray_nodes(address: str, env: dict[str, str], count: int, processes:
     while len(ray_nodes(address, env)) < count:
         for process in processes:
             if process.poll() is not None:
-                raise RuntimeError(f"a Ray node exited ({process.returncode}): {' '.join(process.args[:4])}")
+                raise RuntimeError(f"a Ray node exited ({process.returncode}): {' '.join(process.args[:4])}\n"
+                                   + ray_node_log(process))
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {count} Ray nodes at {address} after {timeout:.0f} s")
         time.sleep(1)
