@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +82,11 @@ def test_a_killed_driver_resumes_under_the_same_parent_without_rerunning_finishe
         kill_session(process)
     [parent] = store.parents()
     assert parent.info.status == "RUNNING"  # nothing could end it
+    # What the driver printed until it was killed is in its sweep's driver.log, not in /tmp.
+    [state] = (spec.parent / "sweeps").glob("*/trainyard-sweep.json")
+    assert "Configuration for experiment" in (state.parent / "driver.log").read_text()
+    assert not [log for log in Path(tempfile.gettempdir()).glob("trainyard-driver-*.log")
+                if state.parent.name in text_of(log)]
     before = {run.data.tags["trainyard.trial_id"]: run for run in store.children()}
     finished_before = {trial: run for trial, run in before.items() if run.info.status == "FINISHED"}
     interrupted = {trial for trial, run in before.items() if run.info.status == "RUNNING"}
@@ -177,3 +184,11 @@ def test_only_trials_that_lost_their_worker_are_resumed_by_the_driver():
     assert _lost_with_their_workers(results(None, ActorUnavailableError("node lost", None), wrapped))
     assert not _lost_with_their_workers(results(None, None))
     assert not _lost_with_their_workers(results(RayActorError(), ValueError("the trial's own")))
+
+
+def text_of(path: Path) -> str:
+    """A file's text, or "" if it is gone (another test's sweep may remove its log meanwhile)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

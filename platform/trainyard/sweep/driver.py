@@ -102,7 +102,8 @@ def _run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> S
 
     started = time.perf_counter()
     # Ray's and Tune's output goes to a log file: a temporary one until the sweep is sure to
-    # start (a preflight error leaves no sweep folder behind), then driver.log in its folder.
+    # start (a preflight error leaves no sweep folder behind), then driver.log in its folder
+    # (_keep_output).
     log = Path(tempfile.mkstemp(prefix="trainyard-driver-", suffix=".log")[1])
     launched = False
     try:
@@ -118,6 +119,7 @@ def _run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> S
                 _route_ray_logging(log_file)
                 parent, warnings = _start_parent(experiment, state, ray_cluster, uri, storage, options)
                 launched = True
+                _keep_output(log_file, log, local / "driver.log")
                 if not options.resume:
                     _write_state(folder, state)
                 result = _tune(experiment, state, parent, storage, options, ray_cluster, console, local)
@@ -131,10 +133,6 @@ def _run_sweep(experiment: Experiment, options: SweepOptions, console=None) -> S
                     watcher.terminate()  # the sweep ended itself: nothing left to reap
                     watcher.wait()
     finally:
-        if launched:
-            local.mkdir(parents=True, exist_ok=True)
-            with open(local / "driver.log", "ab") as kept:
-                kept.write(log.read_bytes())
         log.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     result.folder = folder
@@ -433,6 +431,19 @@ def _driver_output(path: Path) -> Iterator[Any]:
     """Everything Ray and Tune print during the sweep goes to driver.log, not the terminal."""
     with open(path, "a", encoding="utf-8", buffering=1) as sink, redirect_stdout(sink), redirect_stderr(sink):
         yield sink
+
+
+def _keep_output(sink, temporary: Path, kept: Path) -> None:
+    """Once the sweep has started, its output so far is appended to `kept` (driver.log) and
+    `sink`'s file descriptor is pointed there for the rest: a driver killed with SIGKILL leaves
+    its log in the sweep's folder, where `--resume` appends to it, and nothing in /tmp."""
+    sink.flush()
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with open(kept, "ab") as out:
+        out.write(temporary.read_bytes())
+        out.flush()
+        os.dup2(out.fileno(), sink.fileno(), inheritable=False)  # the sink now appends to driver.log
+    temporary.unlink()
 
 
 def _route_ray_logging(sink) -> None:
