@@ -38,8 +38,9 @@ def trainyard_command() -> list[str]:
 
 
 # free_port's ports: above Ray's worker ports (10002-19999) and below the kernel's ephemeral
-# range, which is where a process binding port 0 gets its port.
-PORTS = range(20000, 32768)
+# range, which is where a process binding port 0 gets its port (empty where that range starts lower).
+EPHEMERAL_START = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+PORTS = range(20000, 32768) if EPHEMERAL_START >= 32768 else range(0)
 _HANDED_OUT: set[int] = set()
 _RANDOM = random.Random()  # its own generator: tests that seed `random` must not make workers agree
 
@@ -49,9 +50,8 @@ def free_port() -> int:
     before. It comes from PORTS, outside the kernel's ephemeral range: else a server that binds
     port 0 (Ray's raylets and agents do, eight nodes of them in the scale test) could be given
     it before its own server binds it."""
-    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(1000):
-        port = _RANDOM.choice(PORTS) if ephemeral >= PORTS.stop else 0
+        port = _RANDOM.choice(PORTS) if PORTS else 0  # 0: the kernel's choice
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:
